@@ -1,0 +1,1 @@
+"""One module per ``cinepregen`` subcommand, each exposing ``add_parser(subparsers)``."""
