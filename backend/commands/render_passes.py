@@ -1,0 +1,110 @@
+"""``cinepregen render-passes``: render shot bundles from a saved .blend without the UI."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+
+def _frame_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(-?\d+):(-?\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"must look like START:END, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"must look like WIDTHxHEIGHT, got {text!r}")
+    return int(match[1]), int(match[2])
+
+
+def _safe_folder_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "shot"
+
+
+def _run(args) -> int:
+    try:
+        return _render(args)
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _render(args) -> int:
+    import bpy
+    from tqdm import tqdm
+
+    import cinepregen_addon
+    from cinepregen_addon import render_passes
+
+    blend = Path(args.blend)
+    if not blend.is_file():
+        raise ValueError(f"{blend} does not exist")
+    if args.frames and not args.camera:
+        raise ValueError("--frames goes with --camera; storyboard shots carry their own frame range")
+    bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
+    scene = bpy.data.scenes[args.scene] if args.scene else bpy.context.scene
+    if args.camera:
+        start, end = args.frames or (scene.frame_start, scene.frame_end)
+        specs = [render_passes.ShotRenderSpec(
+            name=args.name or args.camera, camera_name=args.camera, frame_start=start, frame_end=end,
+            prompt=args.prompt, seed=args.seed, resolution=args.resolution, include_clay=args.clay,
+            fps=scene.render.fps / scene.render.fps_base,
+        )]
+    else:
+        if not hasattr(bpy.types.Scene, "cinepregen"):
+            cinepregen_addon.register()
+        specs = render_passes.storyboard_shot_specs(scene, resolution=args.resolution, include_clay=args.clay)
+        if args.shot:
+            known = {s.name for s in specs}
+            missing = [n for n in args.shot if n not in known]
+            if missing:
+                raise ValueError(f"no shot named {', '.join(missing)} (shots: {', '.join(sorted(known))})")
+            specs = [s for s in specs if s.name in args.shot]
+        if not specs:
+            raise ValueError("the storyboard has no shots")
+
+    out = Path(args.out)
+    total = sum(s.frame_end - s.frame_start + 1 for s in specs)
+    with tqdm(total=total, unit="frame", desc="render-passes") as bar:
+        for spec in specs:
+            frames = spec.frame_end - spec.frame_start + 1
+            start = bar.n
+
+            def progress(fraction, stage, start=start, frames=frames, name=spec.name):
+                bar.set_postfix_str(f"{name}: {stage}")
+                bar.update(start + round(fraction * frames) - bar.n)
+
+            path = render_passes.render_shot_bundle(scene, spec, out / _safe_folder_name(spec.name), progress,
+                                                     overwrite=args.overwrite)
+            bar.write(f"{spec.name}: {path}")
+    return 0
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "render-passes", help="render guidance passes of storyboard shots into shot bundles",
+        description="Render shot bundles (depth, normals, object IDs, motion vectors, cameras) from a .blend. "
+                    "Shots come from the CinePreGen storyboard (--shot/--all), or from a camera and a frame range "
+                    "for a plain .blend (--camera, --frames).",
+    )
+    parser.add_argument("blend", help="the .blend file")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--shot", action="append", help="storyboard shot to render (repeatable)")
+    which.add_argument("--all", action="store_true", help="render every shot of the storyboard")
+    which.add_argument("--camera", help="camera object to render from (a plain .blend, no storyboard)")
+    parser.add_argument("--frames", type=_frame_range,
+                        help="START:END with --camera (default: the scene's frame range)")
+    parser.add_argument("--name", help="shot name with --camera (default: the camera's name)")
+    parser.add_argument("--prompt", default="", help="prompt stored in the bundle with --camera")
+    parser.add_argument("--seed", type=int, default=0, help="seed stored in the bundle with --camera")
+    parser.add_argument("--scene", help="scene name (default: the file's active scene)")
+    parser.add_argument("--resolution", type=_resolution, default="128x72", help="WIDTHxHEIGHT (default: 128x72)")
+    parser.add_argument("--clay", action="store_true", help="also render a Workbench clay pass")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing bundles in --out")
+    parser.add_argument("--out", required=True, help="output folder; one bundle folder per shot")
+    parser.set_defaults(func=_run)

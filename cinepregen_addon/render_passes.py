@@ -1,0 +1,529 @@
+"""Guidance-pass rendering: a shot's frame range rendered into a shot bundle.
+
+Cycles on the CPU at 1 sample renders every frame of the shot into one multilayer 32-bit EXR (depth, normal, object
+index, vector); a box pixel filter of width 0.01 makes every pixel a single ray through its centre, so depth,
+normal and ID always come from the same surface and IDs are never blended at edges. Motion blur stays off because
+Cycles drops the vector pass when it is on. The passes are converted into the bundle's conventions:
+
+* ``depth``: Cycles' Depth pass is already planar (distance along the view axis, not along the ray); the no-hit
+  value 1e10 becomes 0, the bundle's background marker.
+* ``normal``: Cycles writes world-space normals; they are rotated into the OpenCV camera frame (x right, y down,
+  z forward) and renormalised, so a surface facing the camera is (0, 0, -1).
+* ``object_id``: the object's stable ID (``ensure_object_ids``), exact int32.
+* ``vector``: Blender's vector pass as written, in pixels with Blender's bottom-up y: channels 0-1 are the motion
+  towards the previous frame, channels 2-3 the negated motion towards the next frame. The forward flow in image
+  coordinates (u right, v down) is therefore ``(-vector[..., 2], vector[..., 3])``.
+
+Blender 5.0 writes one EXR part per pass and names the index pass "Object Index"; 4.5 writes a single part and
+calls it "IndexOB". Both are read here, by a small numpy reader of uncompressed EXRs, since Blender's Python has
+no OpenEXR package.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import subprocess
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .core import camera_geometry, shot_bundle
+
+ID_PROPERTY = "cinepregen_id"
+REFERENCE_PROPERTY = "cinepregen_reference"
+PASS_MATERIAL = "CinePreGen Pass Surface"
+DEFAULT_RESOLUTION = (128, 72)
+GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
+NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
+
+EXR_MAGIC = 20000630
+EXR_TILED, EXR_DEEP, EXR_MULTIPART = 0x200, 0x800, 0x1000  # version-field flags
+EXR_PIXEL_TYPES = {0: "<u4", 1: "<f2", 2: "<f4"}
+
+# Pass name -> the names Blender uses for it in the EXR (5.x first, then 4.5).
+PASS_NAMES = {
+    "depth": ("Depth",),
+    "normal": ("Normal",),
+    "object_id": ("Object Index", "IndexOB"),
+    "vector": ("Vector",),
+}
+
+
+@dataclass
+class ShotRenderSpec:
+    """What to render for one shot: camera, frame range, output size, and the storyboard data for shot.json."""
+
+    name: str
+    camera_name: str
+    frame_start: int
+    frame_end: int
+    prompt: str = ""
+    seed: int = 0
+    shot: dict = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
+    resolution: tuple[int, int] = DEFAULT_RESOLUTION
+    fps: float = 24.0
+    include_clay: bool = False
+    style: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.frame_end < self.frame_start:
+            raise ValueError(f"shot {self.name!r}: frame_end ({self.frame_end}) is before frame_start "
+                             f"({self.frame_start})")
+        width, height = self.resolution
+        if width < 1 or height < 1:
+            raise ValueError(f"shot {self.name!r}: resolution must be positive, got {self.resolution}")
+        if self.fps <= 0:
+            raise ValueError(f"shot {self.name!r}: fps must be positive, got {self.fps}")
+
+
+ProgressFn = Callable[[float, str], None]
+
+
+def _renderable_objects(objects, seen: set) -> list:
+    """Geometry objects, including those a collection instance brings in (they render with their own index)."""
+    found = []
+    for obj in objects:
+        if obj.name in seen:
+            continue
+        seen.add(obj.name)
+        if obj.type in GEOMETRY_TYPES:
+            found.append(obj)
+        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+            found += _renderable_objects(obj.instance_collection.all_objects, seen)
+    return found
+
+
+def ensure_object_ids(scene) -> dict[str, int]:
+    """Give every renderable object of the scene (instanced ones too) a stable ID and use it as its pass index.
+
+    IDs live on the objects (custom property), so they survive saving and are the same in every shot of the
+    board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one.
+    """
+    objects = sorted(_renderable_objects(scene.objects, set()), key=lambda o: o.name)
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    new = []
+    for obj in objects:
+        value = obj.get(ID_PROPERTY)
+        if isinstance(value, int) and 0 < value < 32768 and value not in taken:
+            ids[obj.name] = value
+            taken.add(value)
+        else:
+            new.append(obj)
+    next_id = max(taken, default=0) + 1
+    for obj in new:
+        while next_id in taken:
+            next_id += 1
+        if next_id >= 32768:
+            raise ValueError("too many objects: pass indices stop at 32767")
+        obj[ID_PROPERTY] = next_id
+        ids[obj.name] = next_id
+        taken.add(next_id)
+    for obj in objects:
+        if obj.pass_index != ids[obj.name]:
+            obj.pass_index = ids[obj.name]
+    return ids
+
+
+class _Overrides:
+    """Set attributes for the duration of a render and put the artist's values back afterwards."""
+
+    def __init__(self):
+        self._saved = []
+
+    def set(self, owner, attr: str, value) -> None:
+        self._saved.append((owner, attr, getattr(owner, attr)))
+        setattr(owner, attr, value)
+
+    def restore(self) -> None:
+        for owner, attr, value in reversed(self._saved):
+            setattr(owner, attr, value)
+        self._saved.clear()
+
+
+def _set_exr_output(o: _Overrides, image_settings) -> None:
+    if hasattr(image_settings, "media_type"):  # 5.x chooses single or multilayer here
+        o.set(image_settings, "media_type", "MULTI_LAYER_IMAGE")
+    o.set(image_settings, "file_format", "OPEN_EXR_MULTILAYER")
+    o.set(image_settings, "color_depth", "32")
+    o.set(image_settings, "exr_codec", "NONE")  # temporary files, and what read_exr_channels reads
+
+
+def _set_common(o: _Overrides, scene, spec: ShotRenderSpec, camera, filepath: str) -> None:
+    render = scene.render
+    o.set(scene, "camera", camera)
+    for marker in scene.timeline_markers:  # bound markers would switch cameras mid-shot
+        if marker.camera is not None:
+            o.set(marker, "camera", None)
+    o.set(scene, "frame_start", spec.frame_start)
+    o.set(scene, "frame_end", spec.frame_end)
+    o.set(scene, "frame_step", 1)
+    o.set(render, "resolution_x", spec.resolution[0])
+    o.set(render, "resolution_y", spec.resolution[1])
+    o.set(render, "resolution_percentage", 100)
+    o.set(render, "use_border", False)
+    o.set(render, "use_compositing", False)
+    o.set(render, "use_sequencer", False)
+    o.set(render, "use_motion_blur", False)
+    o.set(render, "use_file_extension", True)
+    o.set(render, "use_overwrite", True)
+    o.set(render, "filepath", filepath)
+
+
+def _pass_material():
+    """An emission-only surface for every object during the pass render: the passes do not depend on shading,
+    and skipping BSDF evaluation and light sampling makes the render about three times faster."""
+    material = bpy.data.materials.get(PASS_MATERIAL)
+    if material is None:
+        material = bpy.data.materials.new(PASS_MATERIAL)
+        if material.node_tree is None:  # 4.5: a material has no node tree until it uses nodes
+            material.use_nodes = True
+        nodes = material.node_tree.nodes
+        nodes.clear()
+        emission = nodes.new("ShaderNodeEmission")
+        output = nodes.new("ShaderNodeOutputMaterial")
+        material.node_tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+    return material
+
+
+def _set_cycles_passes(o: _Overrides, scene) -> object:
+    render, cycles = scene.render, scene.cycles
+    o.set(render, "engine", "CYCLES")
+    o.set(render, "use_persistent_data", True)  # keep the BVH between frames of the animation render
+    o.set(cycles, "device", "CPU")
+    o.set(cycles, "samples", 1)
+    o.set(cycles, "use_adaptive_sampling", False)
+    o.set(cycles, "use_denoising", False)
+    o.set(cycles, "pixel_filter_type", "BOX")
+    o.set(cycles, "filter_width", 0.01)
+    for bounces in ("max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
+                    "volume_bounces", "transparent_max_bounces"):
+        o.set(cycles, bounces, 0)
+    _set_exr_output(o, render.image_settings)
+    view_layer = scene.view_layers[0]
+    for layer in scene.view_layers:
+        o.set(layer, "use", layer == view_layer)
+    for flag in ("use_pass_z", "use_pass_normal", "use_pass_object_index", "use_pass_vector"):
+        o.set(view_layer, flag, True)
+    o.set(view_layer, "material_override", _pass_material())
+    return view_layer
+
+
+def _render_animation(scene, frames: list[int], progress: ProgressFn | None, stage: str, total: float) -> None:
+    """One animation render for the whole shot; Blender keeps the scene between its frames (persistent data), and
+    its render_write handler reports progress."""
+    done = [0]
+
+    def on_write(*_args):
+        done[0] += 1
+        if progress is not None:
+            progress(done[0] / total, stage)
+
+    bpy.app.handlers.render_write.append(on_write)
+    try:
+        bpy.ops.render.render(animation=True, scene=scene.name)
+    finally:
+        bpy.app.handlers.render_write.remove(on_write)
+    if done[0] != len(frames):
+        raise RuntimeError(f"{stage}: Blender wrote {done[0]} of {len(frames)} frames")
+
+
+def _c_string(data: bytes, pos: int) -> tuple[str, int]:
+    end = data.index(b"\0", pos)
+    return data[pos:end].decode(), end + 1
+
+
+def _exr_headers(data: bytes, pos: int, multipart: bool) -> tuple[list[dict[str, bytes]], int]:
+    headers = []
+    while True:
+        header = {}
+        while True:
+            name, pos = _c_string(data, pos)
+            if not name:
+                break
+            _kind, pos = _c_string(data, pos)
+            (size,) = struct.unpack_from("<i", data, pos)
+            header[name] = data[pos + 4:pos + 4 + size]
+            pos += 4 + size
+        if not header:
+            return headers, pos
+        headers.append(header)
+        if not multipart:
+            return headers, pos
+
+
+def _exr_channels(chlist: bytes) -> list[tuple[str, np.dtype]]:
+    channels, pos = [], 0
+    while True:
+        name, pos = _c_string(chlist, pos)
+        if not name:
+            return channels
+        pixel_type, _linear, x_sampling, y_sampling = struct.unpack_from("<iB3xii", chlist, pos)
+        pos += 16
+        if (x_sampling, y_sampling) != (1, 1) or pixel_type not in EXR_PIXEL_TYPES:
+            raise ValueError(f"EXR channel {name!r}: subsampled or unknown pixel type")
+        channels.append((name, np.dtype(EXR_PIXEL_TYPES[pixel_type])))
+
+
+def read_exr_channels(path: str | Path) -> dict[str, np.ndarray]:
+    """Every channel of an uncompressed scanline EXR, single- or multi-part, as (H, W) arrays, top row first.
+
+    The pass render writes its temporary EXRs without compression, and this reader of that subset needs only
+    numpy, so passes can be read inside Blender's own Python, which has no OpenEXR package.
+    """
+    data = Path(path).read_bytes()
+    magic, version = struct.unpack_from("<ii", data, 0)
+    if magic != EXR_MAGIC:
+        raise ValueError(f"{path}: not an OpenEXR file")
+    if version & (EXR_TILED | EXR_DEEP):
+        raise ValueError(f"{path}: tiled and deep EXR files are not supported")
+    multipart = bool(version & EXR_MULTIPART)
+    headers, pos = _exr_headers(data, 8, multipart)
+    out = {}
+    for part, header in enumerate(headers):
+        if header["compression"] != b"\0":
+            raise ValueError(f"{path}: compressed EXR; the pass render writes them with exr_codec 'NONE'")
+        x_min, y_min, x_max, y_max = struct.unpack("<4i", header["dataWindow"])
+        width, height = x_max - x_min + 1, y_max - y_min + 1
+        count = struct.unpack("<i", header["chunkCount"])[0] if "chunkCount" in header else height
+        offsets = np.frombuffer(data, "<u8", count, pos)
+        pos += 8 * count
+        channels = _exr_channels(header["channels"])
+        line_bytes = width * sum(dtype.itemsize for _, dtype in channels)
+        arrays = {name: np.empty((height, width), dtype) for name, dtype in channels}
+        for offset in offsets.tolist():
+            if multipart:
+                (chunk_part,) = struct.unpack_from("<i", data, offset)
+                if chunk_part != part:
+                    raise ValueError(f"{path}: chunk of part {chunk_part} in the table of part {part}")
+                offset += 4
+            y, size = struct.unpack_from("<ii", data, offset)
+            if size != line_bytes:
+                raise ValueError(f"{path}: scanline {y} has {size} bytes, expected {line_bytes}")
+            offset += 8
+            for name, dtype in channels:  # a scanline stores each channel's row in turn, channels sorted by name
+                arrays[name][y - y_min] = np.frombuffer(data, dtype, width, offset)
+                offset += width * dtype.itemsize
+        out.update(arrays)
+    return out
+
+
+def read_exr_passes(path: str | Path, view_layer: str) -> dict[str, np.ndarray]:
+    """The guidance passes of one pass-render EXR (5.x multi-part or 4.5 single-part) as float32 arrays."""
+    channels: dict[str, dict[str, np.ndarray]] = {}
+    prefix = f"{view_layer}."
+    for full_name, pixels in read_exr_channels(path).items():
+        if full_name.startswith(prefix):
+            pass_name, _, component = full_name[len(prefix):].rpartition(".")
+            channels.setdefault(pass_name, {})[component] = pixels.astype(np.float32)
+    out = {}
+    for key, names in PASS_NAMES.items():
+        found = next((channels[n] for n in names if n in channels), None)
+        if found is None:
+            raise ValueError(f"{path}: pass {names[0]!r} is missing (found {sorted(channels)})")
+        order = sorted(found, key="XYZWRGBA".find)
+        out[key] = np.stack([found[c] for c in order], axis=-1)
+    out["depth"] = out["depth"][..., 0]
+    out["object_id"] = out["object_id"][..., 0]
+    return out
+
+
+def guidance_from_passes(raw: dict[str, np.ndarray], world_to_camera: np.ndarray) -> shot_bundle.FramePasses:
+    """Convert Cycles' passes into the bundle's conventions (see the module docstring)."""
+    background = ~np.isfinite(raw["depth"]) | (raw["depth"] >= NO_HIT_DEPTH)
+    depth = np.where(background, np.float32(0.0), raw["depth"]).astype(np.float32)
+    rotation = np.asarray(world_to_camera, dtype=np.float32)[:3, :3]
+    normal = raw["normal"] @ rotation.T
+    length = np.sqrt(np.einsum("hwc,hwc->hw", normal, normal))
+    empty = background | (length < 1e-6)
+    normal /= np.where(empty, np.float32(1.0), length)[..., None]
+    normal[empty] = 0.0
+    object_id = np.rint(raw["object_id"]).astype(np.int32)
+    object_id[background] = 0
+    vector = raw["vector"].copy()
+    vector[background] = 0.0
+    return shot_bundle.FramePasses(depth=depth, normal=normal, object_id=object_id, vector=vector)
+
+
+def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot_bundle.FrameCamera:
+    """Exact intrinsics and world-to-camera extrinsics of ``camera`` at ``frame``."""
+    if camera.type != "CAMERA" or camera.data.type != "PERSP":
+        raise ValueError(f"camera {camera.name!r} must be a perspective camera")
+    scene.frame_set(frame)
+    data, render = camera.data, scene.render
+    K = camera_geometry.intrinsics_from_blender(
+        data.lens, data.sensor_width, data.sensor_height, data.sensor_fit, resolution[0], resolution[1],
+        shift_x=data.shift_x, shift_y=data.shift_y,
+        pixel_aspect_x=render.pixel_aspect_x, pixel_aspect_y=render.pixel_aspect_y,
+    )
+    world_to_camera = camera_geometry.world_to_camera_from_matrix_world(np.array(camera.matrix_world))
+    return shot_bundle.FrameCamera(frame=frame, K=K, world_to_camera=world_to_camera)
+
+
+@functools.cache
+def clay_render_available() -> bool:
+    """Whether Workbench can render here. Without an OpenGL/EGL driver it aborts the whole process, so the
+    headless check runs a tiny render in a child process first."""
+    if not bpy.app.background:
+        return True
+    script = (
+        "import bpy, tempfile, os\n"
+        "s = bpy.context.scene\n"
+        "s.render.engine = 'BLENDER_WORKBENCH'\n"
+        "s.render.resolution_x = s.render.resolution_y = 8\n"
+        "s.render.filepath = os.path.join(tempfile.mkdtemp(), 'probe.png')\n"
+        "bpy.ops.render.render(write_still=True)\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def _read_image_rgb(path: Path) -> np.ndarray:
+    """Any image file Blender reads (PNG, JPEG, ...) as (H, W, 3) uint8, top row first."""
+    image = bpy.data.images.load(str(path), check_existing=False)
+    try:
+        width, height = image.size
+        if width == 0 or height == 0:
+            raise ValueError(f"{path}: could not be read as an image")
+        pixels = np.empty(width * height * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+    finally:
+        bpy.data.images.remove(image)
+    rgba = pixels.reshape(height, width, 4)[::-1]
+    return np.clip(np.rint(rgba[..., :3] * 255.0), 0, 255).astype(np.uint8)
+
+
+def _render_clay(scene, spec: ShotRenderSpec, camera, frames: list[int], work: Path,
+                 progress: ProgressFn | None, total: float) -> list[np.ndarray]:
+    o = _Overrides()
+    try:
+        _set_common(o, scene, spec, camera, str(work / "clay_######"))
+        render, shading = scene.render, scene.display.shading
+        o.set(render, "engine", "BLENDER_WORKBENCH")
+        if hasattr(render.image_settings, "media_type"):
+            o.set(render.image_settings, "media_type", "IMAGE")
+        o.set(render.image_settings, "file_format", "PNG")
+        o.set(render.image_settings, "color_mode", "RGB")
+        o.set(render.image_settings, "color_depth", "8")
+        o.set(scene.view_settings, "view_transform", "Standard")
+        o.set(shading, "light", "STUDIO")
+        o.set(shading, "color_type", "SINGLE")
+        o.set(render, "film_transparent", False)
+        paths = [Path(render.frame_path(frame=f)) for f in frames]
+        _render_animation(scene, frames, progress, "clay", total)
+    finally:
+        o.restore()
+    return [_read_image_rgb(p) for p in paths]
+
+
+def _reference_path(obj, spec: ShotRenderSpec) -> str | None:
+    path = spec.references.get(obj.name) or obj.get(REFERENCE_PROPERTY) or None
+    return bpy.path.abspath(str(path)) if path else None
+
+
+def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progress: ProgressFn | None = None,
+                       overwrite: bool = False) -> Path:
+    """Render the shot's guidance passes and write its shot bundle folder to ``out_dir``.
+
+    ``progress(fraction, stage)`` is called as frames are rendered and converted. The scene's render settings,
+    active camera and current frame are restored afterwards. An existing bundle there is replaced only with
+    ``overwrite=True``.
+    """
+    camera = scene.objects.get(spec.camera_name)
+    if camera is None or camera.type != "CAMERA":
+        raise ValueError(f"shot {spec.name!r}: {spec.camera_name!r} is not a camera object in scene {scene.name!r}")
+    unknown = sorted(set(spec.references) - set(scene.objects.keys()))
+    if unknown:
+        raise ValueError(f"shot {spec.name!r}: references name objects not in the scene: {', '.join(unknown)}")
+    for name, path in spec.references.items():
+        if not Path(bpy.path.abspath(path)).is_file():
+            raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {path}")
+    ids = ensure_object_ids(scene)
+    frames = list(range(spec.frame_start, spec.frame_end + 1))
+    use_clay = spec.include_clay and clay_render_available()
+    if spec.include_clay and not use_clay:
+        warnings.warn("Workbench cannot render here (no OpenGL/EGL); the clay pass is left out", stacklevel=2)
+    total = len(frames) * (3 if use_clay else 2)
+    frame_current = scene.frame_current
+    with tempfile.TemporaryDirectory(prefix="cinepregen-passes-") as tmp:
+        work = Path(tmp)
+        o = _Overrides()
+        try:
+            _set_common(o, scene, spec, camera, str(work / "passes_######"))
+            view_layer = _set_cycles_passes(o, scene)
+            exr_paths = [Path(scene.render.frame_path(frame=f)) for f in frames]
+            _render_animation(scene, frames, progress, "render", total)
+            view_layer_name = view_layer.name
+        finally:
+            o.restore()
+        clay = _render_clay(scene, spec, camera, frames, work, progress, total) if use_clay else None
+
+        cameras, passes = [], []
+        done = total - len(frames)
+        try:
+            for i, (frame, exr_path) in enumerate(zip(frames, exr_paths, strict=True)):
+                cam = frame_camera(scene, camera, frame, spec.resolution)
+                if i == 0:
+                    lens_mm = camera.data.lens
+                frame_passes = guidance_from_passes(read_exr_passes(exr_path, view_layer_name), cam.world_to_camera)
+                if clay is not None:
+                    frame_passes.clay = clay[i]
+                cameras.append(cam)
+                passes.append(frame_passes)
+                if progress is not None:
+                    progress((done + i + 1) / total, "read")
+        finally:
+            scene.frame_set(frame_current)
+
+    present = set(np.unique(np.concatenate([p.object_id.ravel() for p in passes])).tolist()) - {0}
+    names = {v: k for k, v in ids.items()}
+    objects, reference_images = [], {}
+    for object_id in sorted(present):
+        name = names.get(object_id, f"object {object_id}")  # a pass index set on something outside the scene
+        reference = _reference_path(scene.objects[name], spec) if name in scene.objects else None
+        if reference is not None:
+            if not Path(reference).is_file():
+                raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")
+            reference_images[object_id] = _read_image_rgb(Path(reference))
+        objects.append(shot_bundle.BundleObject(id=object_id, name=name, reference=None))
+
+    data = camera.data
+    shot = {"camera_name": camera.name, "lens_mm": lens_mm,
+            "sensor_mm": [data.sensor_width, data.sensor_height], **spec.shot}
+    bundle = shot_bundle.ShotBundle(
+        name=spec.name, fps=spec.fps, width=spec.resolution[0], height=spec.resolution[1],
+        frame_start=spec.frame_start, frame_end=spec.frame_end, cameras=cameras, passes=passes, objects=objects,
+        prompt=spec.prompt, seed=spec.seed, style=dict(spec.style), shot=shot, reference_images=reference_images,
+    )
+    return shot_bundle.write_bundle(bundle, out_dir, overwrite=overwrite)
+
+
+def storyboard_shot_specs(scene, resolution: tuple[int, int] = DEFAULT_RESOLUTION,
+                          include_clay: bool = False) -> list[ShotRenderSpec]:
+    """The render specs of every shot of the scene's storyboard (``scene.cinepregen.shots``)."""
+    board = getattr(scene, "cinepregen", None)
+    if board is None:
+        raise ValueError("the scene has no CinePreGen storyboard (is the add-on registered?)")
+    specs = []
+    for shot in board.shots:
+        if shot.camera is None:
+            raise ValueError(f"shot {shot.name!r} has no camera")
+        specs.append(ShotRenderSpec(
+            name=shot.name, camera_name=shot.camera.name, frame_start=shot.frame_start, frame_end=shot.frame_end,
+            prompt=shot.prompt, seed=shot.seed, resolution=resolution, include_clay=include_clay,
+            fps=scene.render.fps / scene.render.fps_base,
+            shot={"shot_size": shot.shot_size, "camera_angle": shot.camera_angle,
+                  "subject": shot.subject.name if shot.subject is not None else None},
+        ))
+    return specs
