@@ -1,0 +1,153 @@
+"""``cinepregen quantize``: VQ4DiT (or a baseline) post-training quantization of a diffusers-style model folder.
+
+`--weights` is a model folder or a pipeline folder (`transformer/` beside `reference_encoder/`, `scheduler/`, ...):
+then the transformer is quantized into `OUT/transformer/` and everything else is copied unchanged.
+The model class is the one named by `_class_name` in the folder's `config.json`, looked up in `backend.models`
+(or given with `--model-class module:Class`). Calibration inputs come from the model module's
+`make_calibration_inputs(model, batch_size) -> dict` when it has one, else from Gaussian noise shaped by the
+model config (`gaussian_calibration_inputs`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import pkgutil
+import shutil
+import sys
+from pathlib import Path
+
+METHOD_CHOICES = ("vq4dit", "kmeans", "codebook", "rtn", "rtn-group")
+
+
+class WeightsError(ValueError):
+    """The --weights folder cannot be loaded; the message says what is missing."""
+
+
+def check_weights_folder(folder: Path) -> dict:
+    """The folder's config.json, after checking the folder holds a config and safetensors weights."""
+    if not folder.is_dir():
+        raise WeightsError(f"weights folder {folder} does not exist (train a model first, or point --weights at one)")
+    if not (folder / "config.json").is_file():
+        raise WeightsError(f"{folder} has no config.json: not a diffusers-style model folder")
+    if not list(folder.glob("*.safetensors")):
+        raise WeightsError(f"{folder} has a config.json but no *.safetensors weights")
+    return json.loads((folder / "config.json").read_text())
+
+
+def resolve_model_class(config: dict, model_class: str | None = None) -> type:
+    """The class to load: `module:Class` if given, else config `_class_name` searched in backend.models."""
+    if model_class:
+        module_name, _, name = model_class.partition(":")
+        return getattr(importlib.import_module(module_name), name)
+    name = config.get("_class_name")
+    if not name:
+        raise WeightsError("config.json has no _class_name; pass --model-class module:Class")
+    import backend.models
+
+    for info in pkgutil.iter_modules(backend.models.__path__):
+        module = importlib.import_module(f"backend.models.{info.name}")
+        if isinstance(getattr(module, name, None), type):
+            return getattr(module, name)
+    raise WeightsError(f"no model class {name!r} in backend.models; pass --model-class module:Class")
+
+
+def gaussian_calibration_inputs(model, batch_size: int) -> dict:
+    """Forward kwargs of Gaussian noise, a uniform timestep and random conditions, shaped by the model config.
+
+    Covers the usual diffusers argument names; a model with other required inputs must provide its own
+    `make_calibration_inputs(model, batch_size)` in its module.
+    """
+    import torch
+
+    config = dict(model.config)
+    size = config.get("sample_size", 32)
+    height, width = (size, size) if isinstance(size, int) else size
+    spatial = (config["num_frames"], height, width) if "num_frames" in config else (height, width)
+    text_dim = config.get("text_dim") or config.get("cross_attention_dim")
+    makers = {
+        "hidden_states": lambda: torch.randn(batch_size, config.get("in_channels", 4), *spatial),
+        "timestep": lambda: torch.rand(batch_size) * config.get("num_train_timesteps", 1000),
+        "encoder_hidden_states": lambda: torch.randn(batch_size, config.get("max_text_tokens", 16), text_dim),
+        "class_labels": lambda: torch.randint(config.get("num_classes", 1000), (batch_size,)),
+    }
+    makers["sample"], makers["x"], makers["t"], makers["y"] = (
+        makers["hidden_states"], makers["hidden_states"], makers["timestep"], makers["class_labels"])
+    kwargs = {}
+    for name, parameter in inspect.signature(model.forward).parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name in makers and not (name == "encoder_hidden_states" and text_dim is None):
+            kwargs[name] = makers[name]()
+        elif parameter.default is parameter.empty:
+            raise ValueError(f"cannot make a calibration input for {type(model).__name__}.forward({name}=...); "
+                             "define make_calibration_inputs(model, batch_size) in the model's module")
+    return kwargs
+
+
+def _copy_pipeline_parts(weights: Path, out: Path) -> None:
+    """Copy every part of a pipeline folder except the transformer, which is written quantized."""
+    out.mkdir(parents=True, exist_ok=True)
+    for entry in weights.iterdir():
+        if entry.name == "transformer":
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, out / entry.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(entry, out / entry.name)
+
+
+def _run(args) -> int:
+    from tqdm import tqdm
+
+    from backend.quant import bits_to_vq_config, quantize_model, save_quantized, size_on_disk
+
+    logging.basicConfig(level=logging.WARNING)
+    weights, out = Path(args.weights), Path(args.out)
+    is_pipeline = (weights / "transformer" / "config.json").is_file()
+    model_folder, model_out = (weights / "transformer", out / "transformer") if is_pipeline else (weights, out)
+    try:
+        config_json = check_weights_folder(model_folder)
+        cls = resolve_model_class(config_json, args.model_class)
+    except WeightsError as error:
+        print(f"cinepregen quantize: {error}", file=sys.stderr)
+        return 2
+    model = cls.from_pretrained(model_folder, low_cpu_mem_usage=False).eval()
+    overrides = {k: v for k, v in (("iterations", args.iterations), ("calibration_samples", args.samples),
+                                   ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None}
+    config = bits_to_vq_config(args.bits, **overrides)
+    module_maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None)
+    maker = module_maker or gaussian_calibration_inputs
+    with tqdm(desc=f"{args.method} {args.bits}-bit", unit="block") as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        info = quantize_model(model, args.method, args.bits, config,
+                              make_calibration_inputs=lambda: maker(model, config.batch_size), progress=progress)
+    if is_pipeline:
+        _copy_pipeline_parts(weights, out)
+    save_quantized(model, model_out, info)
+    error = info.mean_block_error
+    print(f"{args.method} {args.bits}-bit: {info.bits_per_weight:.3f} bits/weight (codebooks included), "
+          f"model {size_on_disk(model_out) / 2**20:.2f} MiB on disk vs {size_on_disk(model_folder) / 2**20:.2f} MiB "
+          f"full precision, "
+          f"mean relative block-output MSE {'n/a' if error is None else f'{error:.4g}'}, {info.seconds:.1f} s -> {out}")
+    return 0
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("quantize", help="quantize a model folder with VQ4DiT or a baseline")
+    parser.add_argument("--weights", required=True,
+                        help="model folder (config.json + safetensors) or pipeline folder with transformer/")
+    parser.add_argument("--out", required=True, help="output folder for the quantized model (or pipeline)")
+    parser.add_argument("--bits", type=int, choices=(2, 3, 4), default=2, help="bits per weight (default: 2)")
+    parser.add_argument("--method", choices=METHOD_CHOICES, default="vq4dit", help="default: vq4dit")
+    parser.add_argument("--iterations", type=int, help="calibration steps per block")
+    parser.add_argument("--samples", type=int, help="calibration forwards (sampled timesteps)")
+    parser.add_argument("--batch-size", type=int, help="batch of each calibration forward")
+    parser.add_argument("--seed", type=int, help="seed of k-means and calibration inputs")
+    parser.add_argument("--model-class", help="module:Class, when config.json's _class_name is not in backend.models")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,1 @@
+"""Evaluation of generated previs clips against ground truth from the engine (no pretrained networks)."""

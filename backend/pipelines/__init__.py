@@ -1,0 +1,1 @@
+"""Sampling: the previs pipeline (bundle -> frames) and ``generate_shot`` (bundle -> mp4, PNGs, metrics)."""

@@ -1,0 +1,92 @@
+"""``generate_shot``: the one generation entry point used by the CLI and the server.
+
+Reads a shot bundle (folder or zip), runs the previs pipeline, and writes what the Blender add-on imports:
+``shot.mp4`` (H.264, yuv420p, at the bundle's fps), ``frames/000000.png ...`` and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+ProgressFn = Callable[[float, str], None]
+
+
+class GenerationCancelled(Exception):
+    """Raised between denoising steps when ``should_cancel()`` returns True."""
+
+
+def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
+    """(F, H, W, 3) uint8 -> H.264 yuv420p mp4. Odd sizes are padded by one edge row/column (yuv420p needs even
+    sizes); even sizes such as 128x72 are written as they are, H.264 crops the last macroblock row itself."""
+    import imageio.v2 as imageio
+
+    pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    path = Path(path)
+    with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                            macro_block_size=1, quality=8, ffmpeg_log_level="error") as writer:
+        for frame in frames:
+            writer.append_data(frame)
+    return path
+
+
+def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str | Path | None = None,
+                  steps: int | None = None, seed: int | None = None, device: str = "cpu",
+                  progress: ProgressFn | None = None, should_cancel: Callable[[], bool] | None = None) -> dict:
+    """Generate one shot. Returns ``{"mp4", "frames_dir", "metrics", "timings"}``.
+
+    ``progress(fraction, stage)`` is called with stages "load", "denoise", "write", "done"; ``should_cancel()`` is
+    polled between denoising steps and raises :class:`GenerationCancelled`. ``weights`` defaults to
+    ``backend/weights/previs-tiny``; a missing folder raises FileNotFoundError saying how to get one.
+    """
+    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline
+    from cinepregen_addon.core.shot_bundle import read_bundle, write_png
+
+    report = progress or (lambda fraction, stage: None)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    report(0.0, "load")
+    bundle = read_bundle(bundle_path)
+    weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    pipeline = PrevisPipeline.from_pretrained(weights, device=device)
+    timings["load_s"] = time.perf_counter() - start
+
+    def on_step(done: int, total: int) -> None:
+        if should_cancel is not None and should_cancel():
+            raise GenerationCancelled(f"generation of shot {bundle.name!r} cancelled after {done}/{total} steps")
+        report(0.05 + 0.85 * done / total, "denoise")
+
+    if should_cancel is not None and should_cancel():
+        raise GenerationCancelled(f"generation of shot {bundle.name!r} cancelled before it started")
+    mark = time.perf_counter()
+    seed = bundle.seed if seed is None else seed
+    steps = steps or pipeline.sampling["num_inference_steps"]
+    clip = pipeline(bundle, num_inference_steps=steps, seed=seed, callback=on_step)
+    timings["denoise_s"] = time.perf_counter() - mark
+
+    report(0.9, "write")
+    mark = time.perf_counter()
+    out_dir = Path(out_dir)
+    frames_dir = out_dir / "frames"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    frames = (clip * 255).round().astype(np.uint8)
+    for i, frame in enumerate(frames):
+        write_png(frames_dir / f"{i:06d}.png", frame)
+    mp4 = write_mp4(frames, out_dir / "shot.mp4", bundle.fps)
+    timings["write_s"] = time.perf_counter() - mark
+    timings["total_s"] = time.perf_counter() - start
+
+    metrics = {
+        "shot": bundle.name, "frames": int(frames.shape[0]), "resolution": [bundle.width, bundle.height],
+        "fps": bundle.fps, "steps": int(steps), "seed": int(seed), "weights": str(weights), "device": device,
+        "seconds_per_frame": timings["denoise_s"] / frames.shape[0], "timings": timings,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    report(1.0, "done")
+    return {"mp4": str(mp4), "frames_dir": str(frames_dir), "metrics": metrics, "timings": timings}

@@ -1,0 +1,472 @@
+"""VQ4DiT post-training vector quantization (Deng et al., arXiv 2408.17131), plus the harness that also runs
+the baselines (k-means VQ, codebook-only VQ, round-to-nearest) on the same model with the same measurements.
+
+Each weight (out, in) is cut into sub-vectors of d consecutive input weights and clustered into a codebook of k
+codewords (k-means++ then Lloyd). VQ4DiT keeps for every sub-vector a candidate set of its n nearest codewords
+and reconstructs it as a softmax-weighted average of them. Codebooks and softmax ratios are calibrated block by
+block with no data: the full-precision model runs on Gaussian noise with random conditions at sampled timesteps
+(`make_calibration_inputs`), forward hooks record every block's inputs and outputs, and each block's quantized
+output is pulled towards the full-precision one while `L_r = mean(1 - |2r - 1|)` pushes each ratio vector to
+one-hot. A sub-vector whose top ratio passes 0.99 is frozen to that candidate; at the end every sub-vector takes
+its highest-ratio candidate, which is ordinary VQ storage (`VQLinear`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.quant.baselines import UniformLinear
+from backend.quant.kmeans import kmeans, nearest_codewords
+from backend.quant.vq_linear import VQLinear
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("vq4dit", "kmeans", "codebook", "rtn", "rtn-group")
+BlockSample = tuple[tuple, dict, torch.Tensor]  # (args, kwargs, full-precision output) of one block call
+
+
+@dataclass
+class VQConfig:
+    """Every hyperparameter of the quantizers. Defaults follow the paper and the authors' code where they exist."""
+
+    d: int = 4  # sub-vector size (consecutive input weights of a row)
+    k: int = 256  # codewords per layer; bits per weight for the codes = log2(k) / d
+    n: int = 3  # candidates per sub-vector (paper ablation: 3 best; authors' code 2; 1 = codebook-only).
+    # Measured on the trained tiny block of tests/test_quant.py, 120 steps, joint codebook training, relative
+    # block-output MSE at 2 bits (3 bits): k-means 0.0219 (0.0094), codebook-only 0.0050 (0.0034),
+    # n=2 0.0048 (0.0034), n=3 0.0034 (0.0024).
+    kmeans_iterations: int = 100
+    kmeans_tol: float = 1e-3  # stop Lloyd once the MSE improves by less (relative); 768x192 layer: rel. error
+    # 0.3035 after 100 iterations, 0.3055 after 20 (about where 1e-3 stops), at a fifth of the time
+    iterations: int = 200  # calibration steps per block
+    lr_logits: float = 5e-2
+    lr_codebook: float = 1e-4  # also used for biases
+    # Measured as for n above, 2 bits (3 bits): RMSprop 0.0034 (0.0024) vs Adam 0.0046 (0.0026); inverse-distance
+    # initial ratios 0.0034 (0.0024) vs uniform 0.0054 (0.0133); codebooks trained after the assignments harden
+    # 0.0032 (0.0021) vs jointly 0.0034 (0.0024); 400 steps instead of 120: 0.0019 (0.0012).
+    optimizer: str = "rmsprop"  # or "adam"
+    ratio_init: str = "inverse_distance"  # authors' code; "uniform" is the paper's
+    reg_weight: float = 0.1  # lambda_r of the one-hot regulariser (block error is relative MSE, so scale-free)
+    reg_schedule: str = "linear"  # "constant", "linear" (0 -> reg_weight) or "cosine" (0 -> reg_weight)
+    distill_weight: float = 1.0  # lambda_d
+    freeze_threshold: float = 0.99  # a sub-vector is fixed to its top candidate once its ratio passes this
+    freeze_fraction: float = 0.99  # a layer switches to hard codes once this share of its sub-vectors is fixed
+    codebook_training: str = "after_freeze"  # authors' code (measured better); the paper's is "joint"
+    # After this share of the steps every sub-vector takes its top candidate and the remaining steps calibrate the
+    # codebooks for those hard assignments (1.0: harden only at the end, as in the paper). Measured as above, 2 bits:
+    # 0.0034 at 0.75, 0.0035 at 0.5, 0.0048 at 1.0 (few ratios reach 0.99 in a short run, so the final argmax jumps).
+    harden_at: float = 0.75
+    calibrate_bias: bool = True
+    calibration_samples: int = 16  # calls of make_calibration_inputs (each: one sampled timestep, a batch)
+    eval_samples: int = 4  # further calls, held out, for the block-output error reported
+    batch_size: int = 2  # read by calibration-input makers
+    group_size: int = 64  # for the "rtn-group" baseline
+    # Layers that stay in full precision: everything outside the transformer blocks (embedders, final layer) as in
+    # the paper, layers matching a pattern (fnmatch on the full or the last name), and tiny layers.
+    blocks_only: bool = True
+    skip_patterns: tuple[str, ...] = ("*embed*", "*final*", "proj_out", "norm_out*")
+    min_weights: int = 4096  # a 2-bit codebook (256 x 4 fp16) costs 4 bits per weight on a 4096-weight layer
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.d < 1 or self.k < 2 or self.k & (self.k - 1):
+            raise ValueError(f"need d >= 1 and k a power of two >= 2, got d={self.d}, k={self.k}")
+        if not 1 <= self.n <= self.k:
+            raise ValueError(f"n must be between 1 and k={self.k}, got {self.n}")
+        if self.optimizer not in ("rmsprop", "adam"):
+            raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {self.optimizer!r}")
+        if self.ratio_init not in ("inverse_distance", "uniform"):
+            raise ValueError(f"ratio_init must be 'inverse_distance' or 'uniform', got {self.ratio_init!r}")
+        if self.reg_schedule not in ("constant", "linear", "cosine"):
+            raise ValueError(f"reg_schedule must be 'constant', 'linear' or 'cosine', got {self.reg_schedule!r}")
+        if not 0.0 <= self.harden_at <= 1.0:
+            raise ValueError(f"harden_at must be a fraction of the steps in [0, 1], got {self.harden_at}")
+        if self.codebook_training not in ("joint", "after_freeze"):
+            raise ValueError(f"codebook_training must be 'joint' or 'after_freeze', got {self.codebook_training!r}")
+        self.skip_patterns = tuple(self.skip_patterns)
+
+    @property
+    def code_bits(self) -> float:
+        return math.log2(self.k) / self.d
+
+
+def bits_to_vq_config(bits: int, **overrides) -> VQConfig:
+    """The one place that maps a bit width to (d, k): 2 -> d=4,k=256; 3 -> d=2,k=64; 4 -> d=2,k=256."""
+    shapes = {2: (4, 256), 3: (2, 64), 4: (2, 256)}
+    if bits not in shapes:
+        raise ValueError(f"bits must be one of {sorted(shapes)}, got {bits}")
+    d, k = shapes[bits]
+    return VQConfig(**{"d": d, "k": k, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Candidate sets and soft reconstruction
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def candidate_sets(subvectors: torch.Tensor, codebook: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sub-vector's n nearest codewords (N, n), closest first, and their squared distances (N, n)."""
+    return nearest_codewords(subvectors, codebook, n)
+
+
+def soft_reconstruction(codebook: torch.Tensor, candidates: torch.Tensor, ratios: torch.Tensor) -> torch.Tensor:
+    """Sub-vectors (N, d) as ratio-weighted averages of their candidates: sum_j r_ij * codebook[c_ij]."""
+    return (ratios.unsqueeze(-1) * codebook[candidates]).sum(1)
+
+
+def one_hot_regularizer(ratios: torch.Tensor) -> torch.Tensor:
+    """L_r = mean(1 - |2r - 1|): zero exactly when every ratio is 0 or 1."""
+    return (1 - (2 * ratios - 1).abs()).mean()
+
+
+class SoftVQLinear(nn.Module):
+    """A linear layer during calibration: learnable codebook, candidate logits and bias; frozen rows are one-hot."""
+
+    def __init__(self, linear: nn.Linear, config: VQConfig, n: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        subvectors = weight.reshape(-1, config.d)  # (N, d)
+        codebook, _ = kmeans(subvectors, config.k, config.kmeans_iterations, seed=config.seed, tol=config.kmeans_tol)
+        candidates, distances = candidate_sets(subvectors, codebook, n)
+        if config.ratio_init == "uniform":
+            logits = torch.zeros_like(distances)
+        else:
+            # softmax(-log |w - c|) = ratios proportional to the inverse Euclidean distance (distances are squared)
+            logits = -0.5 * torch.log(distances + 1e-12 * distances.mean() + 1e-30)
+        self.codebook = nn.Parameter(codebook)  # (k, d)
+        self.logits = nn.Parameter(logits)  # (N, n)
+        self.register_buffer("candidates", candidates)  # (N, n) codeword indices
+        self.register_buffer("frozen", torch.zeros(len(candidates), dtype=torch.bool))
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=config.calibrate_bias)
+
+    @property
+    def hard(self) -> bool:
+        return bool(self.frozen.all())
+
+    def ratios(self) -> torch.Tensor:
+        ratios = self.logits.softmax(-1)
+        if self.frozen.any():
+            one_hot = F.one_hot(self.logits.argmax(-1), ratios.shape[1]).to(ratios.dtype)
+            ratios = torch.where(self.frozen.unsqueeze(1), one_hot, ratios)
+        return ratios
+
+    def weight(self) -> torch.Tensor:
+        subvectors = soft_reconstruction(self.codebook, self.candidates, self.ratios())
+        return subvectors.view(self.out_features, self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    @torch.no_grad()
+    def update_frozen(self, threshold: float, fraction: float) -> None:
+        self.frozen |= self.logits.softmax(-1).amax(-1) >= threshold
+        if self.frozen.float().mean() >= fraction:
+            self.frozen.fill_(True)
+
+    def to_vq_linear(self) -> VQLinear:
+        assignments = self.candidates.gather(1, self.logits.argmax(-1, keepdim=True)).squeeze(1)
+        bias = None if self.bias is None else self.bias.detach()
+        return VQLinear.from_assignments(assignments, self.codebook.detach().half(), bias, self.in_features)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocks, layers and captured block inputs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def find_blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a DiT: `model.transformer_blocks` (diffusers) or `model.blocks` (DiT)."""
+    for name in ("transformer_blocks", "blocks"):
+        blocks = getattr(model, name, None)
+        if isinstance(blocks, nn.ModuleList | Sequence) and len(blocks):
+            return list(blocks)
+    raise ValueError("model has no `transformer_blocks` or `blocks`; pass the list of blocks explicitly")
+
+
+def select_linears(
+    model: nn.Module, config: VQConfig, d: int, blocks: list[nn.Module]
+) -> tuple[dict[str, nn.Linear], dict[str, str]]:
+    """Linear layers to quantize (by full name) and the skipped ones with the reason each stays in full precision."""
+    in_blocks = {id(m) for block in blocks for m in block.modules()}
+    chosen, skipped = {}, {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if config.blocks_only and id(module) not in in_blocks:
+            skipped[name] = "outside the transformer blocks"
+        elif any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(name.rsplit(".", 1)[-1], p) for p in config.skip_patterns):
+            skipped[name] = "skip pattern"
+        elif module.weight.numel() < config.min_weights:
+            skipped[name] = f"tiny ({module.weight.numel()} < {config.min_weights} weights)"
+        elif module.in_features % d:
+            skipped[name] = f"in_features {module.in_features} not a multiple of {d}"
+        else:
+            chosen[name] = module
+    return chosen, skipped
+
+
+def replace_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
+
+
+def _tensors(output) -> list[torch.Tensor]:
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, tuple | list):
+        return [t for item in output for t in _tensors(item)]
+    if isinstance(output, dict):
+        return [t for item in output.values() for t in _tensors(item)]
+    return []
+
+
+def _clone(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, tuple | list):
+        return type(value)(_clone(v) for v in value)
+    if isinstance(value, dict):
+        return {key: _clone(v) for key, v in value.items()}
+    return value
+
+
+@torch.no_grad()
+def capture_block_samples(
+    model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict], count: int
+) -> list[list[BlockSample]]:
+    """Run the full-precision model `count` times and record every block's (args, kwargs, output) per run."""
+    samples: list[list[BlockSample]] = [[] for _ in blocks]
+    pending: dict[int, tuple] = {}
+
+    def make_hooks(index: int):
+        def pre_hook(module, args, kwargs):
+            pending[index] = (_clone(args), _clone(kwargs))
+
+        def post_hook(module, args, kwargs, output):
+            samples[index].append((*pending.pop(index), torch.cat([t.detach().reshape(-1) for t in _tensors(output)])))
+
+        return pre_hook, post_hook
+
+    handles = []
+    for index, block in enumerate(blocks):
+        pre_hook, post_hook = make_hooks(index)
+        handles.append(block.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
+    try:
+        for _ in range(count):
+            model(**make_calibration_inputs())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return samples
+
+
+def _block_output(block: nn.Module, sample: BlockSample) -> torch.Tensor:
+    args, kwargs, _ = sample
+    return torch.cat([t.reshape(-1) for t in _tensors(block(*args, **kwargs))])
+
+
+def relative_mse(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(output, target) / target.pow(2).mean().clamp_min(1e-30)
+
+
+@torch.no_grad()
+def block_output_error(block: nn.Module, samples: list[BlockSample]) -> float:
+    """Mean relative MSE between this block's output and the recorded full-precision output."""
+    return sum(relative_mse(_block_output(block, s), s[2]).item() for s in samples) / max(len(samples), 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Calibration
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def regularizer_weight(config: VQConfig, step: int, steps: int) -> float:
+    progress = step / max(steps - 1, 1)
+    if config.reg_schedule == "constant":
+        return config.reg_weight
+    if config.reg_schedule == "linear":
+        return config.reg_weight * progress
+    return config.reg_weight * 0.5 * (1 - math.cos(math.pi * progress))
+
+
+def calibrate_block(
+    block: nn.Module, layers: dict[str, SoftVQLinear], samples: list[BlockSample], config: VQConfig,
+    train_assignments: bool = True,
+) -> None:
+    """Minimise the block's relative output MSE over codebooks, biases and (VQ4DiT) candidate ratios."""
+    codebook_params = [p for layer in layers.values() for p in (layer.codebook, layer.bias) if p is not None]
+    codebook_params = [p for p in codebook_params if p.requires_grad]
+    groups = [{"params": codebook_params, "lr": config.lr_codebook}]
+    if train_assignments:
+        groups.append({"params": [layer.logits for layer in layers.values()], "lr": config.lr_logits})
+    else:
+        for layer in layers.values():
+            layer.frozen.fill_(True)
+    optimizer = (torch.optim.RMSprop if config.optimizer == "rmsprop" else torch.optim.Adam)(groups)
+    generator = torch.Generator().manual_seed(config.seed)
+    harden_step = int(config.harden_at * config.iterations)
+    for step in range(config.iterations):
+        if step == harden_step:
+            for layer in layers.values():
+                layer.frozen.fill_(True)
+        sample = samples[int(torch.randint(len(samples), (1,), generator=generator))]
+        loss = config.distill_weight * relative_mse(_block_output(block, sample), sample[2])
+        soft = [layer for layer in layers.values() if not layer.hard]
+        if train_assignments and soft:
+            ratios = torch.cat([layer.ratios().reshape(-1) for layer in soft])
+            loss = loss + regularizer_weight(config, step, harden_step) * one_hot_regularizer(ratios)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.codebook_training == "after_freeze":
+            for layer in soft:
+                layer.codebook.grad = None
+        optimizer.step()
+        for layer in layers.values():
+            layer.update_frozen(config.freeze_threshold, config.freeze_fraction)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The harness: one entry point for VQ4DiT and every baseline
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class QuantizedModelInfo:
+    """What a quantization run did and measured; `to_dict()` is what benchmarks and configs store."""
+
+    method: str
+    bits: int
+    config: dict
+    layers: dict[str, dict] = field(default_factory=dict)  # name -> kind, shape, storage_bits, weight_mse, ...
+    skipped: dict[str, str] = field(default_factory=dict)  # name -> why it stays in full precision
+    blocks: list[dict] = field(default_factory=list)  # index, kmeans_error (VQ), error: relative block-output MSE
+    seconds: float = 0.0  # wall time of the whole run (capture, k-means, calibration)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Stored bits per quantized weight, codebooks (or scales and offsets) included."""
+        weights = sum(layer["weights"] for layer in self.layers.values())
+        return sum(layer["storage_bits"] for layer in self.layers.values()) / max(weights, 1)
+
+    @property
+    def weight_mse(self) -> float:
+        weights = sum(layer["weights"] for layer in self.layers.values())
+        return sum(layer["weight_mse"] * layer["weights"] for layer in self.layers.values()) / max(weights, 1)
+
+    @property
+    def mean_block_error(self) -> float | None:
+        errors = [b["error"] for b in self.blocks if b.get("error") is not None]
+        return sum(errors) / len(errors) if errors else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bits_per_weight": self.bits_per_weight, "weight_mse": self.weight_mse,
+                "mean_block_error": self.mean_block_error}
+
+
+def _layer_stats(kind: str, original: torch.Tensor, layer: nn.Module) -> dict:
+    weight = original.detach().float()
+    return {"kind": kind, "shape": list(weight.shape), "weights": weight.numel(), "storage_bits": layer.storage_bits(),
+            "bits_per_weight": layer.storage_bits() / weight.numel(),
+            "weight_mse": F.mse_loss(layer.dequantize(), weight).item()}
+
+
+@torch.no_grad()
+def _evaluate_with_hard_start(block: nn.Module, soft: dict[str, SoftVQLinear], samples: list[BlockSample]) -> float:
+    """Block error with every sub-vector at its nearest codeword: the k-means starting point."""
+    saved = {name: layer.frozen.clone() for name, layer in soft.items()}
+    for layer in soft.values():
+        layer.frozen.fill_(True)
+    error = block_output_error(block, samples)
+    for name, layer in soft.items():
+        layer.frozen.copy_(saved[name])
+    return error
+
+
+def quantize_model(
+    model: nn.Module,
+    method: str,
+    bits: int,
+    config: VQConfig | None = None,
+    blocks: list[nn.Module] | None = None,
+    make_calibration_inputs: Callable[[], dict] | None = None,
+    mode: str = "cached",
+    progress: Callable[[int, int], None] | None = None,
+) -> QuantizedModelInfo:
+    """Replace the model's nn.Linear layers in place by VQLinear ("vq4dit", "kmeans", "codebook") or
+    UniformLinear ("rtn" per output channel, "rtn-group"), calibrating block by block where the method does.
+
+    `make_calibration_inputs()` returns keyword arguments for one full-precision forward (noise, a sampled
+    timestep, random conditions); it is required by the calibrated methods and, when given, every method reports
+    its held-out block-output error. `progress(done, total)` is called after each group of layers.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    is_vq = method in ("vq4dit", "kmeans", "codebook")
+    config = config or bits_to_vq_config(bits)
+    if is_vq and round(config.code_bits) != bits:
+        raise ValueError(f"config has d={config.d}, k={config.k} ({config.code_bits:g} bits), not {bits} bits")
+    if method in ("vq4dit", "codebook") and make_calibration_inputs is None:
+        raise ValueError(f"method {method!r} calibrates on model outputs: pass make_calibration_inputs")
+    start = time.perf_counter()
+    model.eval().requires_grad_(False)
+    blocks = blocks if blocks is not None else find_blocks(model)
+    unit = config.d if is_vq else config.group_size if method == "rtn-group" else 1
+    linears, skipped = select_linears(model, config, unit, blocks)
+    info = QuantizedModelInfo(method, bits, asdict(config), skipped=skipped)
+
+    calibration, held_out = [[] for _ in blocks], [[] for _ in blocks]
+    if make_calibration_inputs is not None:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            captured = capture_block_samples(
+                model, blocks, make_calibration_inputs, config.calibration_samples + config.eval_samples)
+        calibration = [s[: config.calibration_samples] for s in captured]
+        held_out = [s[config.calibration_samples:] or s for s in captured]
+
+    block_of = {id(m): i for i, block in enumerate(blocks) for m in block.modules()}
+    by_block: dict[int | None, dict[str, nn.Linear]] = {}
+    for name, linear in linears.items():
+        by_block.setdefault(block_of.get(id(linear)), {})[name] = linear
+
+    for done, index in enumerate(sorted(by_block, key=lambda i: -1 if i is None else i), start=1):
+        group, record = by_block[index], {"index": index}
+        if is_vq:
+            soft = {name: SoftVQLinear(linear, config, config.n if method == "vq4dit" else 1)
+                    for name, linear in group.items()}
+            for name, layer in soft.items():
+                replace_module(model, name, layer)
+            if index is not None and held_out[index]:
+                record["kmeans_error"] = _evaluate_with_hard_start(blocks[index], soft, held_out[index])
+            if index is not None and method in ("vq4dit", "codebook"):
+                with torch.enable_grad():
+                    calibrate_block(blocks[index], soft, calibration[index], config, method == "vq4dit")
+            for name, layer in soft.items():
+                quantized = layer.to_vq_linear()
+                quantized.set_mode(mode)
+                replace_module(model, name, quantized)
+                info.layers[name] = _layer_stats("vq", group[name].weight, quantized)
+        else:
+            for name, linear in group.items():
+                quantized = UniformLinear.from_linear(linear, bits, unit if method == "rtn-group" else None, mode)
+                replace_module(model, name, quantized)
+                info.layers[name] = _layer_stats("uniform", linear.weight, quantized)
+        if index is not None:
+            record["error"] = block_output_error(blocks[index], held_out[index]) if held_out[index] else None
+            info.blocks.append(record)
+            logger.info("%s %d-bit block %d: %s", method, bits, index, record)
+        if progress:
+            progress(done, len(by_block))
+    info.seconds = time.perf_counter() - start
+    return info

@@ -1,0 +1,172 @@
+"""PrevisPipeline and generate_shot on a small synthetic shot bundle written with the project's bundle writer."""
+
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from backend.models.previs_dit import PrevisDiT
+from backend.models.reference_encoder import ReferenceEncoder
+from backend.pipelines.generate import GenerationCancelled, generate_shot
+from backend.pipelines.previs_pipeline import PrevisPipeline, make_generate_fn
+from cinepregen_addon.core.camera_geometry import intrinsics_from_blender
+from cinepregen_addon.core.shot_bundle import (
+    BundleObject,
+    FrameCamera,
+    FramePasses,
+    ShotBundle,
+    read_bundle,
+    write_bundle,
+    zip_bundle,
+)
+
+WIDTH, HEIGHT, FRAMES = 64, 32, 4
+
+
+def synthetic_bundle(frames: int = FRAMES) -> ShotBundle:
+    """Sky on top (background), a floor (no reference) below, two boxes with references; the camera trucks."""
+    K = intrinsics_from_blender(35.0, 36.0, 24.0, "AUTO", WIDTH, HEIGHT)
+    cameras, passes = [], []
+    for i in range(frames):
+        w2c = np.eye(4)
+        w2c[0, 3] = -0.1 * i
+        ids = np.zeros((HEIGHT, WIDTH), np.int32)
+        ids[HEIGHT // 2:] = 3
+        ids[8:24, 6 + 2 * i:22 + 2 * i] = 1
+        ids[10:26, 40:56] = 2
+        depth = np.where(ids > 0, 4.0, 0.0).astype(np.float32)
+        depth[ids == 3] = np.linspace(6.0, 2.0, HEIGHT)[:, None].repeat(WIDTH, 1)[ids == 3]
+        normal = np.zeros((HEIGHT, WIDTH, 3), np.float32)
+        normal[ids > 0] = (0.0, 0.0, -1.0)
+        cameras.append(FrameCamera(frame=1 + i, K=K, world_to_camera=w2c))
+        passes.append(FramePasses(depth=depth, normal=normal, object_id=ids,
+                                  vector=np.zeros((HEIGHT, WIDTH, 4), np.float32)))
+    red = np.zeros((40, 30, 3), np.uint8)
+    red[..., 0] = 220
+    stripes = np.zeros((32, 32, 3), np.uint8)
+    stripes[::4, :, 2] = 255
+    return ShotBundle(name="synthetic", fps=12, width=WIDTH, height=HEIGHT, frame_start=1, frame_end=frames,
+                      cameras=cameras, passes=passes, seed=7,
+                      objects=[BundleObject(1, "hero"), BundleObject(2, "prop"), BundleObject(3, "floor")],
+                      reference_images={1: red, 2: stripes})
+
+
+def tiny_pipeline() -> PrevisPipeline:
+    torch.manual_seed(0)
+    transformer = PrevisDiT.from_preset("tiny-test", sample_size=(32, 64))
+    encoder = ReferenceEncoder(reference_dim=32, width=16, num_heads=2)
+    for p in transformer.parameters():
+        p.data.normal_(0, 0.05)
+    return PrevisPipeline(transformer, encoder, sampling={"num_inference_steps": 2, "reference_guidance_scale": 2.0})
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return write_bundle(synthetic_bundle(), tmp_path_factory.mktemp("bundle") / "shot")
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory):
+    return tiny_pipeline().save_pretrained(tmp_path_factory.mktemp("weights") / "previs-test")
+
+
+def test_pipeline_is_seeded_and_returns_the_bundles_shape(bundle_dir):
+    pipe, bundle = tiny_pipeline(), read_bundle(bundle_dir)
+    a = pipe(bundle, seed=3)
+    assert a.shape == (FRAMES, HEIGHT, WIDTH, 3) and a.dtype == np.float32
+    assert a.min() >= 0 and a.max() <= 1 and a.std() > 0.01
+    np.testing.assert_array_equal(pipe(bundle, seed=3), a)
+    assert np.abs(pipe(bundle, seed=4) - a).mean() > 1e-3
+    np.testing.assert_array_equal(pipe(bundle), pipe(bundle, seed=bundle.seed))  # default seed is the bundle's
+
+
+def test_baselines_and_reference_controls_change_the_clip(bundle_dir):
+    pipe, bundle = tiny_pipeline(), read_bundle(bundle_dir)
+    base = pipe(bundle, seed=0)
+    independent = pipe(bundle, seed=0, independent_frames=True)
+    assert independent.shape == base.shape and np.abs(independent - base).mean() > 1e-3
+    assert np.abs(pipe(bundle, seed=0, masked=False) - base).mean() > 1e-4
+    swapped = pipe(bundle, seed=0, references_override={1: bundle.reference_images[2], 2: bundle.reference_images[1]})
+    assert np.abs(swapped - base).mean() > 1e-4
+    no_refs = pipe(bundle, seed=0, reference_strengths={1: 0.0, 2: 0.0})
+    np.testing.assert_allclose(pipe(bundle, seed=0, references_override={}), no_refs, atol=1e-6)
+
+
+def test_save_load_round_trip_gives_the_same_clip(bundle_dir, weights_dir):
+    bundle = read_bundle(bundle_dir)
+    loaded = PrevisPipeline.from_pretrained(weights_dir)
+    assert loaded.sampling["num_inference_steps"] == 2
+    np.testing.assert_allclose(loaded(bundle, seed=1), tiny_pipeline()(bundle, seed=1), atol=1e-4)
+
+
+def test_generate_shot_writes_mp4_pngs_and_metrics(bundle_dir, weights_dir, tmp_path):
+    stages = []
+    zipped = zip_bundle(bundle_dir, tmp_path / "shot.zip")
+    result = generate_shot(zipped, tmp_path / "out", weights=weights_dir, steps=3, seed=5,
+                           progress=lambda fraction, stage: stages.append((fraction, stage)))
+    video = iio.imread(result["mp4"], plugin="FFMPEG")
+    assert video.shape == (FRAMES, HEIGHT, WIDTH, 3)
+    pngs = sorted((tmp_path / "out" / "frames").glob("*.png"))
+    assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(FRAMES)]
+    first = iio.imread(pngs[0])
+    assert first.shape == (HEIGHT, WIDTH, 3)
+    # the mp4 shows the same frames (the random tiny model makes pixel noise, which H.264 blurs: compare colours)
+    np.testing.assert_allclose(video[0].mean((0, 1)), first.mean((0, 1)), atol=8)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics == result["metrics"] and metrics["steps"] == 3 and metrics["seed"] == 5
+    assert metrics["frames"] == FRAMES and metrics["timings"]["total_s"] > 0
+    fractions = [f for f, _ in stages]
+    assert fractions == sorted(fractions) and stages[-1] == (1.0, "done")
+    assert sum(stage == "denoise" for _, stage in stages) == 3
+
+
+def test_generate_shot_cancels_between_steps(bundle_dir, weights_dir, tmp_path):
+    calls = []
+
+    def should_cancel():
+        calls.append(1)
+        return len(calls) > 2  # once before the first step, then after each step
+
+    with pytest.raises(GenerationCancelled, match="cancelled after 2/2 steps"):
+        generate_shot(bundle_dir, tmp_path / "out", weights=weights_dir, should_cancel=should_cancel)
+    assert not (tmp_path / "out" / "shot.mp4").exists()
+
+
+def test_missing_weights_is_a_clear_error(bundle_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no previs model weights"):
+        generate_shot(bundle_dir, tmp_path / "out", weights=tmp_path / "nowhere")
+
+
+def test_generate_fn_for_the_evaluation_harness(bundle_dir, weights_dir):
+    generate_fn = make_generate_fn(weights_dir, steps=1)
+    clip = generate_fn(read_bundle(bundle_dir), seed=0, independent_frames=True, masked=False)
+    assert clip.shape == (FRAMES, HEIGHT, WIDTH, 3)
+
+
+def test_cli_generate(bundle_dir, weights_dir, tmp_path, capsys):
+    from backend.cli import main
+
+    assert main(["generate", str(bundle_dir), "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--weights", str(weights_dir)]) == 0
+    assert (tmp_path / "cli" / "shot.mp4").is_file()
+    assert main(["generate", str(bundle_dir), "--out", str(tmp_path / "x"), "--weights", str(tmp_path / "no")]) == 2
+    assert "no previs model weights" in capsys.readouterr().err
+
+
+def test_pipeline_serves_a_quantized_transformer_folder(bundle_dir, weights_dir, tmp_path, capsys):
+    """`cinepregen quantize` on a pipeline folder gives a folder the pipeline (and so the server) loads as is."""
+    from backend.cli import main
+    from backend.quant import VQLinear
+
+    out = tmp_path / "previs-test-vq3"
+    assert main(["quantize", "--weights", str(weights_dir), "--out", str(out), "--bits", "3",
+                 "--iterations", "20", "--samples", "2", "--batch-size", "1"]) == 0
+    assert "3-bit" in capsys.readouterr().out
+    quantized = PrevisPipeline.from_pretrained(out)
+    assert any(isinstance(m, VQLinear) for m in quantized.transformer.modules())
+    bundle = read_bundle(bundle_dir)
+    clip, full = quantized(bundle, seed=1), PrevisPipeline.from_pretrained(weights_dir)(bundle, seed=1)
+    assert clip.shape == full.shape and np.isfinite(clip).all()
+    assert 0 < np.abs(clip - full).mean() < 0.1  # quantized: close to, but not bit-identical with, full precision

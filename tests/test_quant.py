@@ -1,0 +1,344 @@
+"""VQ4DiT and its baselines on tiny real models: packing, VQLinear, candidate sets, k-means, calibration,
+save/load and the size arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch import nn
+
+from backend.cli import main as cinepregen
+from backend.commands.quantize import gaussian_calibration_inputs
+from backend.quant import (
+    VQConfig,
+    VQLinear,
+    bits_to_vq_config,
+    load_quantized,
+    quantize_model,
+    save_quantized,
+    size_on_disk,
+)
+from backend.quant.baselines import UniformLinear
+from backend.quant.kmeans import kmeans
+from backend.quant.packing import pack_codes, packed_size, unpack_codes
+from backend.quant.vq4dit import SoftVQLinear, candidate_sets, one_hot_regularizer, soft_reconstruction
+
+HIDDEN, TOKENS, IN_CHANNELS = 64, 16, 8
+
+
+class TinyBlock(nn.Module):
+    """A DiT block (adaLN modulation, self-attention, MLP) small enough to train inside a test."""
+
+    def __init__(self, hidden: int = HIDDEN, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.proj = nn.Linear(hidden, hidden)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
+        self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), nn.Linear(4 * hidden, hidden))
+        self.adaLN_modulation = nn.Linear(hidden, 4 * hidden)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift1, scale1, shift2, scale2 = self.adaLN_modulation(F.silu(c)).unsqueeze(1).chunk(4, dim=-1)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)  # each (B, heads, T, hd)
+        x = x + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+        return x + self.mlp(self.norm2(x) * (1 + scale2) + shift2)
+
+
+class TinyDiT(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, depth: int = 1) -> None:
+        super().__init__()
+        self.x_embedder = nn.Linear(IN_CHANNELS, HIDDEN)
+        self.t_embedder = nn.Sequential(nn.Linear(1, HIDDEN), nn.SiLU(), nn.Linear(HIDDEN, HIDDEN))
+        self.blocks = nn.ModuleList(TinyBlock() for _ in range(depth))
+        self.final_layer = nn.Linear(HIDDEN, IN_CHANNELS)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        h, c = self.x_embedder(x), self.t_embedder(t.unsqueeze(-1))  # (B, T, D), (B, D)
+        for block in self.blocks:
+            h = block(h, c)
+        return self.final_layer(h)
+
+
+def make_calibration_inputs(model: TinyDiT, batch_size: int) -> dict:
+    """The model module's calibration-input maker, as `cinepregen quantize` looks for it."""
+    return {"x": torch.randn(batch_size, TOKENS, IN_CHANNELS), "t": torch.rand(batch_size)}
+
+
+def calibration_inputs() -> dict:
+    return make_calibration_inputs(None, 4)
+
+
+def train_tiny_dit(steps: int = 300, depth: int = 1) -> TinyDiT:
+    """Train on a denoising-like regression (predict the noise from a noised smooth signal) so weights are real."""
+    torch.manual_seed(0)
+    model = TinyDiT(depth)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        t = torch.rand(16)
+        phase = torch.rand(16, 1, IN_CHANNELS) * 6.28
+        clean = torch.sin(torch.linspace(0, 6.28, TOKENS).view(1, -1, 1) * (1 + torch.arange(IN_CHANNELS)) + phase)
+        noise = torch.randn_like(clean)
+        noisy = (1 - t).view(-1, 1, 1) * clean + t.view(-1, 1, 1) * noise
+        loss = F.mse_loss(model(noisy, t), noise)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tiny ops run 10x slower with two threads on a busy 2-core machine (measured: 59 s vs 4.3 s training)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+FAST = {"kmeans_iterations": 20, "iterations": 120, "calibration_samples": 8, "eval_samples": 4}
+
+
+@pytest.fixture(scope="module")
+def trained() -> TinyDiT:
+    return train_tiny_dit()
+
+
+def quantized_copy(model: TinyDiT, method: str, bits: int, **overrides):
+    copy = TinyDiT(model.config.depth)
+    copy.load_state_dict(model.state_dict())
+    config = bits_to_vq_config(bits, **{**FAST, **overrides})
+    return copy, quantize_model(copy, method, bits, config, make_calibration_inputs=calibration_inputs)
+
+
+# --- packing -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [*range(1, 13), 16])
+@pytest.mark.parametrize("count", [1, 7, 333])
+def test_packing_round_trip_is_exact(bits: int, count: int) -> None:
+    codes = torch.randint(0, 1 << bits, (count,), generator=torch.Generator().manual_seed(bits * 1000 + count))
+    codes[0] = (1 << bits) - 1  # the largest code must survive
+    packed = pack_codes(codes, bits)
+    assert packed.dtype == torch.uint8 and packed.numel() == packed_size(count, bits) == math.ceil(count * bits / 8)
+    assert torch.equal(unpack_codes(packed, bits, count), codes)
+
+
+def test_packing_rejects_codes_that_do_not_fit() -> None:
+    with pytest.raises(ValueError, match="codes must lie"):
+        pack_codes(torch.tensor([0, 8]), 3)
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_codes(torch.zeros(3, dtype=torch.uint8), 3, 9)
+
+
+def test_bits_map_to_codebook_shapes() -> None:
+    shapes = [(c.d, c.k, c.code_bits) for c in map(bits_to_vq_config, (2, 3, 4))]
+    assert shapes == [(4, 256, 2), (2, 64, 3), (2, 256, 4)]
+    with pytest.raises(ValueError, match="bits must be one of"):
+        bits_to_vq_config(1)
+    with pytest.raises(ValueError, match="not 3 bits"):
+        quantize_model(OneLayer(), "kmeans", 3, bits_to_vq_config(2))
+
+
+# --- VQLinear ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [2, 3])
+def test_vq_linear_modes_equal_dense_dequantized_weight(bits: int) -> None:
+    config = bits_to_vq_config(bits)
+    generator = torch.Generator().manual_seed(1)
+    out_features, in_features = 24, 32
+    codebook = torch.randn(config.k, config.d, generator=generator).half()
+    assignments = torch.randint(config.k, (out_features * in_features // config.d,), generator=generator)
+    layer = VQLinear.from_assignments(assignments, codebook, torch.randn(out_features), in_features)
+    dense = codebook.float()[assignments].view(out_features, in_features)  # direct gather, row-major sub-vectors
+    assert torch.equal(layer.dequantize(), dense)
+    x = torch.randn(5, 3, in_features)
+    expected = F.linear(x, dense, layer.bias)
+    cached = layer(x)
+    layer.set_mode("per_call")
+    assert torch.equal(cached, expected) and torch.equal(layer(x), expected)
+
+
+# --- candidate sets, soft reconstruction, regulariser ---------------------------------------------------------
+
+
+def test_candidates_and_soft_reconstruction_match_brute_force() -> None:
+    torch.manual_seed(2)
+    linear = nn.Linear(32, 16)
+    config = VQConfig(d=4, k=16, n=3, kmeans_iterations=5)
+    soft = SoftVQLinear(linear, config, config.n)
+    subvectors = linear.weight.detach().reshape(-1, 4)
+    distances = ((subvectors[:, None, :] - soft.codebook.detach()[None]) ** 2).sum(-1)  # (N, k) brute force
+    order = distances.argsort(1)[:, :3]
+    candidates, candidate_distances = candidate_sets(subvectors, soft.codebook.detach(), 3)
+    assert torch.equal(candidates, order)
+    assert torch.allclose(candidate_distances, distances.gather(1, order), atol=1e-6)
+    # inverse-distance initial ratios, and the weight as an explicit weighted sum over candidates
+    ratios = soft.ratios().detach()
+    inverse = 1 / distances.gather(1, order).sqrt()  # inverse Euclidean distance
+    exact = torch.isinf(inverse).any(1)  # a sub-vector that is itself a codeword (a singleton cluster)
+    assert torch.allclose(ratios[~exact], (inverse / inverse.sum(1, keepdim=True))[~exact], atol=1e-5)
+    assert (ratios[exact, 0] > 0.999).all()
+    expected = torch.stack([sum(ratios[i, j] * soft.codebook[order[i, j]] for j in range(3))
+                            for i in range(len(order))]).detach()
+    assert torch.allclose(soft.weight().detach(), expected.view(16, 32), atol=1e-6)
+    assert torch.allclose(soft_reconstruction(soft.codebook, candidates, ratios).detach(), expected, atol=1e-6)
+    # the final hard layer takes each sub-vector's highest-ratio candidate (here: the nearest codeword)
+    hard = soft.to_vq_linear().dequantize().reshape(-1, 4)
+    assert torch.equal(hard, soft.codebook.detach().half().float()[order[:, 0]])
+
+
+def test_one_hot_regularizer() -> None:
+    assert one_hot_regularizer(torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])).item() == 0.0
+    assert one_hot_regularizer(torch.full((4, 2), 0.5)).item() == pytest.approx(1.0)
+    assert one_hot_regularizer(torch.tensor([[0.75, 0.25]])).item() == pytest.approx(0.5)
+
+
+# --- k-means --------------------------------------------------------------------------------------------------
+
+
+def test_kmeans_beats_random_codebook_and_is_seeded() -> None:
+    x = torch.randn(4096, 4, generator=torch.Generator().manual_seed(3)) * torch.tensor([1.0, 0.5, 2.0, 0.1])
+    codebook, assignments = kmeans(x, 64, iterations=25, seed=7)
+    kmeans_error = ((x - codebook[assignments]) ** 2).mean()
+    random_codebook = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:64]]
+    nearest = torch.cdist(x, random_codebook).argmin(1)
+    assert kmeans_error < 0.7 * ((x - random_codebook[nearest]) ** 2).mean()
+    assert torch.bincount(assignments, minlength=64).min() > 0  # no dead codewords
+    one_step, one_step_assignments = kmeans(x, 64, iterations=1, seed=7)
+    assert kmeans_error < 0.95 * ((x - one_step[one_step_assignments]) ** 2).mean()  # Lloyd iterations do run
+    again, again_assignments = kmeans(x, 64, iterations=25, seed=7)
+    assert torch.equal(codebook, again) and torch.equal(assignments, again_assignments)
+    assert not torch.equal(codebook, kmeans(x, 64, iterations=25, seed=8)[0])
+
+
+# --- calibration on a trained block ---------------------------------------------------------------------------
+
+
+def test_vq4dit_calibration_beats_kmeans_and_codebook_only(trained: TinyDiT) -> None:
+    _, kmeans_info = quantized_copy(trained, "kmeans", 2)
+    _, codebook_info = quantized_copy(trained, "codebook", 2)
+    _, vq_info = quantized_copy(trained, "vq4dit", 2)
+    start, kmeans_error = vq_info.blocks[0]["kmeans_error"], kmeans_info.blocks[0]["error"]
+    assert start == pytest.approx(kmeans_error, rel=1e-3)  # the same k-means start (fp32 vs fp16 codebook)
+    assert vq_info.blocks[0]["error"] < 0.5 * kmeans_error  # calibration lowers block-output error
+    assert vq_info.blocks[0]["error"] < codebook_info.blocks[0]["error"] < kmeans_error
+    assert set(vq_info.skipped) == {"x_embedder", "t_embedder.0", "t_embedder.2", "final_layer"}
+    assert set(vq_info.layers) == {"blocks.0.qkv", "blocks.0.proj", "blocks.0.mlp.0", "blocks.0.mlp.2",
+                                   "blocks.0.adaLN_modulation"}
+
+
+def test_rtn_error_decreases_with_bits(trained: TinyDiT) -> None:
+    errors = [quantized_copy(trained, "rtn", bits)[1] for bits in (2, 3, 4)]
+    weight = [e.weight_mse for e in errors]
+    block = [e.mean_block_error for e in errors]
+    assert weight[0] > weight[1] > weight[2] and block[0] > block[1] > block[2]
+    group = quantized_copy(trained, "rtn-group", 2)[1]
+    assert group.weight_mse < errors[0].weight_mse  # smaller groups, finer scales
+
+
+# --- storage --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("method", "bits"), [("vq4dit", 2), ("kmeans", 3), ("rtn-group", 2)])
+def test_save_load_forward_matches_in_memory_model(trained: TinyDiT, tmp_path, method: str, bits: int) -> None:
+    model, info = quantized_copy(trained, method, bits, iterations=20)
+    save_quantized(model, tmp_path, info)
+    inputs = calibration_inputs()
+    with torch.no_grad():
+        expected = model(**inputs)
+        from_class = load_quantized(TinyDiT, tmp_path)
+        from_instance = load_quantized(TinyDiT(), tmp_path, mode="per_call")
+        assert torch.equal(from_class(**inputs), expected)
+        assert torch.equal(from_instance(**inputs), expected)
+    assert isinstance(from_class.blocks[0].qkv, UniformLinear if method.startswith("rtn") else VQLinear)
+    saved = json.loads((tmp_path / "quantization_config.json").read_text())
+    assert saved["method"] == method and saved["bits"] == bits
+    assert saved["layers"]["blocks.0.qkv"]["out_features"] == 192
+
+
+class OneLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(512, 512))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0](x)
+
+
+@pytest.mark.parametrize(("bits", "expected_bits"), [(2, (512 * 512 // 4 * 8 + 256 * 4 * 16) / 512**2),
+                                                     (3, (512 * 512 // 2 * 6 + 64 * 2 * 16) / 512**2)])
+def test_bits_per_weight_include_codebook_and_size_on_disk(tmp_path, bits: int, expected_bits: float) -> None:
+    torch.manual_seed(4)
+    model = OneLayer()
+    info = quantize_model(model, "kmeans", bits, bits_to_vq_config(bits, kmeans_iterations=1))
+    assert info.bits_per_weight == pytest.approx(expected_bits)  # 2.0625 and 3.0078125
+    assert info.bits_per_weight > bits
+    save_quantized(model, tmp_path / "q", info)
+    fp16_bytes = 512 * 512 * 2
+    if bits == 2:
+        assert size_on_disk(tmp_path / "q") < fp16_bytes / 7
+    saved = json.loads((tmp_path / "q" / "quantization_config.json").read_text())
+    assert saved["bits_per_weight"] == pytest.approx(expected_bits)
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def test_quantize_command_quantizes_the_transformer_of_a_pipeline_folder(trained: TinyDiT, tmp_path, capsys) -> None:
+    dense, out = tmp_path / "dense", tmp_path / "vq3"
+    trained.save_pretrained(dense / "transformer")
+    (dense / "scheduler").mkdir()
+    (dense / "scheduler" / "scheduler_config.json").write_text('{"shift": 1.0}')
+    (dense / "pipeline.json").write_text('{"num_inference_steps": 4}')
+    argv = ["quantize", "--bits", "3", "--method", "kmeans", "--weights", str(dense), "--out", str(out),
+            "--model-class", f"{TinyDiT.__module__}:TinyDiT", "--samples", "2"]
+    assert cinepregen(argv) == 0
+    assert "bits/weight" in capsys.readouterr().out
+    saved = json.loads((out / "transformer" / "quantization_config.json").read_text())
+    assert saved["method"] == "kmeans" and saved["d"] == 2 and saved["k"] == 64
+    assert saved["run"]["mean_block_error"] > 0  # the model module's make_calibration_inputs was used
+    assert (out / "pipeline.json").read_text() == '{"num_inference_steps": 4}'
+    assert (out / "scheduler" / "scheduler_config.json").is_file()
+    model = load_quantized(None, out / "transformer")  # the class recorded at save time
+    assert isinstance(model.blocks[0].mlp[0], VQLinear)
+
+
+def test_quantize_command_fails_clearly_without_weights(tmp_path, capsys) -> None:
+    assert cinepregen(["quantize", "--bits", "2", "--weights", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text('{"_class_name": "TinyDiT"}')
+    assert cinepregen(["quantize", "--bits", "2", "--weights", str(tmp_path), "--out", str(tmp_path / "q")]) == 2
+    assert "no *.safetensors" in capsys.readouterr().err
+
+
+class ImageDiT(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, in_channels: int = 4, sample_size: int = 8, num_frames: int = 3) -> None:
+        super().__init__()
+
+    def forward(self, hidden_states, timestep, guidance_scale=None):
+        return hidden_states
+
+
+class CameraDiT(ImageDiT):
+    def forward(self, hidden_states, timestep, camera):
+        return hidden_states
+
+
+def test_generic_calibration_inputs_follow_the_config_and_refuse_unknown_arguments() -> None:
+    inputs = gaussian_calibration_inputs(ImageDiT(), 2)
+    assert set(inputs) == {"hidden_states", "timestep"}
+    assert inputs["hidden_states"].shape == (2, 4, 3, 8, 8) and inputs["timestep"].shape == (2,)
+    with pytest.raises(ValueError, match=r"forward\(camera=...\); define make_calibration_inputs"):
+        gaussian_calibration_inputs(CameraDiT(), 2)
