@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -c constraints.txt
 STAMP := $(VENV)/.cinepregen-installed
 
-.PHONY: setup test lint demo extension clean
+.PHONY: setup test lint demo extension clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,15 @@ setup: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The review page is tested in headless Chromium (Debian's package); install it when it is missing.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
+
+test: lint chromium
 	$(VENV)/bin/pytest
+	bash tests/blender45/run.sh
 
 demo: $(STAMP)
 	$(VENV)/bin/cinepregen demo --out out/demo

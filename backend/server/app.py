@@ -1,0 +1,458 @@
+"""The local backend's HTTP API (FastAPI): shot bundles in, generated clips out, one model worker behind a queue.
+
+Versioned JSON under ``/v1``; the review board at ``/``; OpenAPI docs at ``/docs``. Every bad input gets a 4xx whose
+``detail`` names what is wrong, and the server keeps serving. Safety: with a token, every request needs
+``Authorization: Bearer <token>`` (a browser opening ``/?token=...`` gets it as a cookie, for the board);
+uploads are size-limited before they are read; zips are extracted by ``shot_bundle.extract_bundle_zip`` (no traversal,
+no links, no bombs) and validated by ``shot_bundle.read_bundle`` before a job exists.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import re
+import shutil
+import socket
+import threading
+import time
+import uuid
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+import backend
+from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker
+from backend.server.review_page import render_board, write_pass_previews
+from cinepregen_addon.core import shot_bundle
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = re.compile(r"[0-9a-f]{32}")
+TOKEN_COOKIE = "cinepregen_token"
+_MAX_DRAIN_BYTES = 64 * 2**20
+
+
+@dataclass
+class Settings:
+    """What ``cinepregen serve`` configures; limits are checked on every upload."""
+
+    data_dir: Path
+    weights: Path | None = None
+    device: str = "cpu"
+    token: str | None = None
+    max_upload_bytes: int = 512 * 2**20
+    max_extracted_bytes: int = 2 * 2**30
+    max_frames: int = 240
+    max_width: int = 2048
+    max_height: int = 2048
+    max_steps: int = 500
+    max_attempts: int = 2
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Only this machine may use a backend without a token."""
+    if not is_loopback(host) and not token:
+        raise ValueError(
+            f"refusing to listen on {host!r} without a token: anyone who can reach this machine could use the "
+            "backend. Pass --token TOKEN (clients then send 'Authorization: Bearer TOKEN'), or bind 127.0.0.1."
+        )
+
+
+def describe_weights(weights: Path | None) -> dict[str, Any]:
+    """Model class and quantization of a weights folder (the pipeline's default when None), read from its configs
+    (``transformer/config.json`` or ``config.json``; ``quantization_config.json``); nothing is loaded."""
+    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
+    from backend.quant.serialization import CONFIG_NAME
+
+    folder = Path(weights) if weights else DEFAULT_WEIGHTS
+    model: str = folder.name
+    quantization: dict[str, Any] | str = "none (full precision)"
+    for place in (folder, folder / "transformer"):
+        if (place / "config.json").is_file():
+            model = json.loads((place / "config.json").read_text()).get("_class_name", model)
+        if (place / CONFIG_NAME).is_file():
+            quant = json.loads((place / CONFIG_NAME).read_text())
+            quantization = {key: quant.get(key) for key in ("method", "bits", "bits_per_weight")}
+    return {"model": model, "weights": str(folder), "weights_found": folder.is_dir(), "quantization": quantization}
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread (the demo, batch renders, tests); yields its URL and stops
+    it, with the app's shutdown (the running job goes back to the queue), on exit. Port 0 picks a free port."""
+    import uvicorn
+
+    check_bind(host, app.state.settings.token)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="cinepregen-server", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"the backend did not start on {host}:{port}")
+            time.sleep(0.01)
+        bound_port = sock.getsockname()[1]
+        yield f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+
+
+def default_generate_fn(settings: Settings) -> GenerateFn:
+    """``backend.pipelines.generate.generate_shot`` with the configured weights and device, imported on first use."""
+
+    def generate(bundle_dir: Path, out_dir: Path, **kwargs: Any) -> dict:
+        from backend.pipelines.generate import generate_shot
+
+        return generate_shot(bundle_dir, out_dir, weights=settings.weights, device=settings.device, **kwargs)
+
+    return generate
+
+
+class _Guard:
+    """ASGI middleware that runs before any body is read: the token check (401) and the upload size limit (411/413)."""
+
+    def __init__(self, app: Callable, token: str | None, max_upload_bytes: int):
+        self.app = app
+        self.token = token
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token:
+            problem, from_query = self._token_problem(scope, headers)
+            if problem:
+                await _receive_and_drop(receive, headers)
+                return await _send_json(send, 401, problem, [(b"www-authenticate", b"Bearer")])
+            if from_query:
+                send = _with_cookie(send, self.token)
+        if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs":
+            length = headers.get("content-length")
+            if length is None or not length.isdigit():
+                message = "the upload needs a Content-Length header (chunked uploads are refused)"
+                return await _send_json(send, 411, message)
+            if int(length) > self.max_upload_bytes:
+                await _receive_and_drop(receive, headers)
+                message = (
+                    f"the upload is {int(length):,} bytes; this server accepts at most {self.max_upload_bytes:,} "
+                    "bytes (cinepregen serve --max-upload-mb)"
+                )
+                return await _send_json(send, 413, message)
+        await self.app(scope, receive, send)
+
+    def _token_problem(self, scope: dict, headers: dict[str, str]) -> tuple[str | None, bool]:
+        """(what is wrong or None, whether the token came from ``?token=`` on the board)."""
+        offered = None
+        authorization = headers.get("authorization", "")
+        if authorization:
+            scheme, _, offered = authorization.partition(" ")
+            if scheme.lower() != "bearer":
+                return "the Authorization header must be 'Bearer <token>'", False
+        from_query = False
+        if offered is None and scope["path"] == "/":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+            offered, from_query = (query[0], True) if query else (None, False)
+        if offered is None and "cookie" in headers:
+            morsel = SimpleCookie(headers["cookie"]).get(TOKEN_COOKIE)
+            offered = morsel.value if morsel else None
+        if offered is None:
+            return "this backend needs a token: send 'Authorization: Bearer <token>'", False
+        if not hmac.compare_digest(offered.strip().encode(), self.token.encode()):
+            return "wrong token", False
+        return None, from_query
+
+
+async def _receive_and_drop(receive: Callable, headers: dict[str, str]) -> None:
+    """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset."""
+    if headers.get("content-length", "0") in ("", "0"):
+        return
+    received = 0
+    while received < _MAX_DRAIN_BYTES:
+        message = await receive()
+        received += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            return
+
+
+async def _send_json(send: Callable, status: int, detail: str, extra_headers: list | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _with_cookie(send: Callable, token: str) -> Callable:
+    cookie = f"{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/".encode()
+
+    async def send_with_cookie(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+        await send(message)
+
+    return send_with_cookie
+
+
+def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> FastAPI:
+    """The service: a job store and its worker under ``settings.data_dir``, and the HTTP API around them."""
+    data_dir = Path(settings.data_dir)
+    jobs_dir, incoming_dir = data_dir / "jobs", data_dir / "incoming"
+    store = JobStore(data_dir / "jobs.sqlite")
+    worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings), settings.max_attempts)
+    model_info = describe_weights(settings.weights)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        shutil.rmtree(incoming_dir, ignore_errors=True)
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        worker.recover()
+        worker.start()
+        yield
+        worker.stop()
+        store.close()
+
+    app = FastAPI(
+        title="CinePreGen backend",
+        version=backend.__version__,
+        description="Shot bundles in, previs clips out. One model worker; jobs survive restarts.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(_Guard, token=settings.token, max_upload_bytes=settings.max_upload_bytes)
+    app.state.store, app.state.worker, app.state.settings = store, worker, settings
+
+    @app.exception_handler(RequestValidationError)
+    async def explain_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        parts = []
+        for problem in error.errors():
+            where = ".".join(str(p) for p in problem["loc"] if p not in ("body", "path", "query"))
+            got = f" (got {problem['input']!r})" if isinstance(problem.get("input"), str | int | float) else ""
+            parts.append(f"{where}: {problem['msg']}{got}")
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    def job_or_error(job_id: str) -> dict[str, Any]:
+        if not JOB_ID.fullmatch(job_id):
+            raise HTTPException(422, f"malformed job id {job_id[:64]!r}: expected 32 lowercase hex digits")
+        job = store.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no job {job_id} on this backend")
+        return job
+
+    def result_file(job_id: str, relative: str) -> Path:
+        job = job_or_error(job_id)
+        if job["status"] != "done":
+            raise HTTPException(409, f"job {job_id} is {job['status']}, its result is not ready")
+        path = jobs_dir / job_id / "result" / relative
+        if not path.is_file():
+            raise HTTPException(404, f"job {job_id} has no {relative}")
+        return path
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def board() -> str:
+        jobs = store.list()
+        metrics = {}
+        for job in jobs:
+            path = jobs_dir / job["id"] / "result" / "metrics.json"
+            if job["status"] == "done" and path.is_file():
+                metrics[job["id"]] = json.loads(path.read_text())
+        return render_board(jobs, metrics)
+
+    @app.get("/v1/health")
+    def health() -> dict[str, Any]:
+        """Which model and weights this backend runs, on which device, and how many jobs wait."""
+        running = [job["id"] for job in store.list() if job["status"] == "running"]
+        limits = {key: value for key, value in asdict(settings).items() if key.startswith("max_")}
+        return {
+            "status": "ok",
+            "version": backend.__version__,
+            **model_info,
+            "device": settings.device,
+            "queue_length": store.queue_length(),
+            "running": running[0] if running else None,
+            "limits": limits,
+            "auth": bool(settings.token),
+        }
+
+    @app.post("/v1/jobs", status_code=201)
+    def submit(
+        bundle: UploadFile = File(..., description="the shot bundle as a zip (shot_bundle.zip_bundle)"),
+        steps: int | None = Form(None, description="sampling steps (the model's default when absent)"),
+        seed: int | None = Form(None, description="noise seed (the bundle's seed when absent)"),
+    ) -> dict[str, Any]:
+        """Queue a shot: the zip is extracted and validated first, so a job always holds a readable bundle."""
+        if steps is not None and not 1 <= steps <= settings.max_steps:
+            raise HTTPException(422, f"steps must be between 1 and {settings.max_steps}, got {steps}")
+        if seed is not None and not 0 <= seed < 2**63:
+            raise HTTPException(422, f"seed must be between 0 and 2**63 - 1, got {seed}")
+        job_id = uuid.uuid4().hex
+        staging = incoming_dir / job_id
+        staging.mkdir(parents=True)
+        try:
+            info = _accept_bundle(bundle, staging, settings)
+            (staging / "upload.zip").unlink()
+            jobs_dir.mkdir(parents=True, exist_ok=True)
+            staging.rename(jobs_dir / job_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        job = store.create(job_id, info.pop("name"), {"steps": steps, "seed": seed}, info)
+        worker.wake()
+        logger.info("job %s (%s) queued", job_id, job["name"])
+        return _public(job, jobs_dir)
+
+    @app.get("/v1/jobs")
+    def list_jobs() -> list[dict[str, Any]]:
+        return [_public(job, jobs_dir) for job in store.list()]
+
+    @app.get("/v1/jobs/{job_id}")
+    def job_status(job_id: str) -> dict[str, Any]:
+        return _public(job_or_error(job_id), jobs_dir)
+
+    @app.delete("/v1/jobs/{job_id}")
+    def cancel(job_id: str) -> dict[str, Any]:
+        """A queued job is cancelled at once; a running one stops at its next step (``cancel_requested``)."""
+        job = job_or_error(job_id)
+        if job["status"] in FINISHED:
+            raise HTTPException(409, f"job {job_id} is already {job['status']}")
+        return _public(store.cancel(job_id), jobs_dir)
+
+    @app.get("/v1/jobs/{job_id}/result.mp4", response_class=FileResponse)
+    def result_mp4(job_id: str) -> FileResponse:
+        return FileResponse(result_file(job_id, "result.mp4"), media_type="video/mp4")
+
+    @app.get("/v1/jobs/{job_id}/metrics.json", response_class=FileResponse)
+    def metrics_json(job_id: str) -> FileResponse:
+        return FileResponse(result_file(job_id, "metrics.json"), media_type="application/json")
+
+    @app.get("/v1/jobs/{job_id}/frames/{index}.png", response_class=FileResponse)
+    def frame_png(job_id: str, index: str) -> FileResponse:
+        """The n-th generated frame (0-based, in shot order)."""
+        result_file(job_id, "metrics.json")
+        if not index.isdigit():
+            raise HTTPException(422, f"frame index must be a non-negative integer, got {index[:32]!r}")
+        frames = _frame_files(jobs_dir / job_id / "result" / "frames")
+        if int(index) >= len(frames):
+            raise HTTPException(404, f"job {job_id} has {len(frames)} frames; there is no frame {int(index)}")
+        return FileResponse(frames[int(index)], media_type="image/png")
+
+    @app.get("/v1/jobs/{job_id}/previews/{name}.png", response_class=FileResponse)
+    def preview_png(job_id: str, name: str) -> FileResponse:
+        """A thumbnail strip of one guidance pass, made when the bundle was accepted."""
+        job = job_or_error(job_id)
+        if name not in job["info"].get("previews", []):
+            raise HTTPException(404, f"no preview {name[:32]!r}; this job has {job['info'].get('previews', [])}")
+        return FileResponse(jobs_dir / job_id / "previews" / f"{name}.png", media_type="image/png")
+
+    return app
+
+
+def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dict[str, Any]:
+    """Store, extract, check limits and read (which validates) an uploaded bundle; write its pass previews.
+    4xx on any problem."""
+    zip_path = staging / "upload.zip"
+    with zip_path.open("wb") as out:
+        shutil.copyfileobj(upload.file, out, length=2**20)
+    with zip_path.open("rb") as f:
+        magic = f.read(4)
+    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise HTTPException(415, f"bundle must be a zip file (shot_bundle.zip_bundle); {upload.filename!r} is not")
+    try:
+        root = shot_bundle.extract_bundle_zip(
+            zip_path, staging / "extracted", max_total_bytes=settings.max_extracted_bytes
+        )
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        problems = _problems(error).replace(str(zip_path), "the upload")  # no server paths in answers
+        raise HTTPException(422, f"bundle zip refused: {problems}") from error
+    _check_limits(root / "shot.json", settings)
+    root.rename(staging / "bundle")
+    try:
+        bundle = shot_bundle.read_bundle(staging / "bundle")
+    except shot_bundle.BundleError as error:
+        raise HTTPException(422, f"invalid shot bundle: {_problems(error)}") from error
+    previews = write_pass_previews(bundle, staging / "previews")
+    return {**shot_bundle.bundle_summary(bundle), "previews": previews}
+
+
+def _problems(error: Exception, shown: int = 10) -> str:
+    problems = getattr(error, "problems", None) or [str(error)]
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return "; ".join(problems[:shown]) + more
+
+
+def _check_limits(shot_json: Path, settings: Settings) -> None:
+    """Frames and resolution against this server's limits, read from shot.json before any frame is loaded."""
+    try:
+        shot = json.loads(shot_json.read_text())
+        frames, (width, height) = len(shot["frames"]), shot["resolution"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # read_bundle names what is wrong with shot.json
+    if frames > settings.max_frames:
+        raise HTTPException(422, f"the shot has {frames} frames; this server accepts at most {settings.max_frames}")
+    if not (isinstance(width, int) and isinstance(height, int)):
+        return
+    if width > settings.max_width or height > settings.max_height:
+        raise HTTPException(
+            422,
+            f"resolution {width}x{height} is larger than this server accepts ({settings.max_width}x"
+            f"{settings.max_height})",
+        )
+
+
+def _frame_files(frames_dir: Path) -> list[Path]:
+    return sorted(frames_dir.glob("*.png")) if frames_dir.is_dir() else []
+
+
+def _public(job: dict[str, Any], jobs_dir: Path) -> dict[str, Any]:
+    """A job as the API shows it: its state, and links to whatever it already has."""
+    base = f"/v1/jobs/{job['id']}"
+    info = job["info"]
+    links: dict[str, Any] = {"self": base, "previews": [f"{base}/previews/{n}.png" for n in info.get("previews", [])]}
+    if job["status"] == "done":
+        links.update(
+            result=f"{base}/result.mp4",
+            metrics=f"{base}/metrics.json",
+            frame_count=len(_frame_files(jobs_dir / job["id"] / "result" / "frames")),
+            frame=f"{base}/frames/{{index}}.png",
+        )
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "status": job["status"],
+        "stage": job["stage"],
+        "progress": job["progress"],
+        "created": job["created"],
+        "started": job["started"],
+        "finished": job["finished"],
+        "attempts": job["attempts"],
+        "cancel_requested": job["cancel_requested"],
+        "settings": job["settings"],
+        "frames": info.get("frames"),
+        "resolution": info.get("resolution"),
+        "timings": job["timings"],
+        "error": job["error"],
+        "links": links,
+    }

@@ -1,0 +1,144 @@
+"""The storyboard as Blender data: ``scene.cinepregen`` holds the shots, ``Object.cinepregen_reference`` the references.
+
+A shot's global camera move and the artist's local adjustments are stored as JSON strings (``move_json``,
+``adjustments_json``) in the formats of ``core.camera_moves`` (``MoveSpec.to_dict``, ``LocalAdjustments.to_dict``),
+so they are saved with the .blend and the pure module stays the one definition of what they mean.
+
+A reference image is bound to an object, not to a shot: it applies in every shot the object appears in. The RNA
+property is what the panel shows; its update callback copies the path into the object's custom property
+``cinepregen_reference`` (``render_passes.REFERENCE_PROPERTY``), which is what the pass renderer reads. From Blender
+5.0 on, ``bpy.props`` values are no longer custom properties, so the copy is needed there (on 4.5 it is the same
+storage and the copy is a no-op).
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    FloatVectorProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+REFERENCE_PROPERTY = "cinepregen_reference"
+# Paths may be relative to the .blend ("//"); Blender warns on them unless the property says so.
+PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"}
+
+SHOT_SIZE_ITEMS = [
+    ("ECU", "Extreme Close-Up", "Eyes to mouth"),
+    ("CU", "Close-Up", "Head and top of the shoulders"),
+    ("MCU", "Medium Close-Up", "Head to mid-chest"),
+    ("MS", "Medium Shot", "Head to waist"),
+    ("MFS", "Medium Full Shot", "Head to knees"),
+    ("FS", "Full Shot", "Head to toe, just inside the frame"),
+    ("LS", "Long Shot", "The whole figure with room around it"),
+    ("ELS", "Extreme Long Shot", "A small figure in its surroundings"),
+]
+CAMERA_ANGLE_ITEMS = [
+    ("EYE_LEVEL", "Eye Level", "Level with the subject"),
+    ("HIGH", "High", "Looking down on the subject"),
+    ("LOW", "Low", "Looking up at the subject"),
+    ("OVERHEAD", "Overhead", "Straight down from above"),
+    ("DUTCH", "Dutch", "Eye level with the horizon tilted"),
+]
+STATUS_ITEMS = [
+    ("DRAFT", "Draft", "Being laid out"),
+    ("PASSES_READY", "Passes Ready", "Guidance passes rendered into a shot bundle"),
+    ("QUEUED", "Queued", "Waiting on the backend"),
+    ("RUNNING", "Running", "Being generated"),
+    ("DONE", "Done", "The generated clip is ready"),
+    ("FAILED", "Failed", "Generation failed"),
+    ("CANCELLED", "Cancelled", "Generation was cancelled"),
+]
+
+
+def _is_camera(self, obj) -> bool:
+    return obj.type == "CAMERA"
+
+
+def _mirror_reference(obj, context) -> None:
+    path = obj.cinepregen_reference
+    if path:
+        obj[REFERENCE_PROPERTY] = path
+    elif REFERENCE_PROPERTY in obj.keys():
+        del obj[REFERENCE_PROPERTY]
+
+
+def _activate_shot(board, context) -> None:
+    from . import operators  # the activation logic lives with the operators that also call it
+
+    operators.activate_shot(context.scene, board.active_shot_index)
+
+
+def _toggle_overlay(board, context) -> None:
+    from . import overlay
+
+    overlay.sync(context)
+
+
+class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
+    """One shot of the storyboard: its camera, frame range, framing, move and generation state."""
+
+    name: StringProperty(name="Name", default="Shot")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera)
+    frame_start: IntProperty(name="Start", default=1, min=0)
+    frame_end: IntProperty(name="End", default=48, min=0)
+    shot_size: EnumProperty(name="Shot Size", items=SHOT_SIZE_ITEMS, default="MS")
+    camera_angle: EnumProperty(name="Camera Angle", items=CAMERA_ANGLE_ITEMS, default="EYE_LEVEL")
+    start_location: FloatVectorProperty(name="Start Location", subtype="TRANSLATION", size=3,
+                                        description="Where the global camera move starts")
+    start_rotation: FloatVectorProperty(name="Start Rotation", subtype="EULER", size=3,
+                                        description="The camera's rotation where the global camera move starts")
+    has_start_pose: BoolProperty(name="Has Start Pose", default=False)
+    lens_mm: FloatProperty(name="Lens", default=50.0, min=1.0, soft_max=300.0, unit="CAMERA")
+    sensor_mm: FloatProperty(name="Sensor", default=36.0, min=1.0, soft_max=100.0, unit="CAMERA")
+    subject: PointerProperty(name="Subject", type=bpy.types.Object, description="What the shot frames and follows")
+    prompt: StringProperty(name="Prompt", description="What the generated clip shows")
+    seed: IntProperty(name="Seed", default=0, min=0)
+    status: EnumProperty(name="Status", items=STATUS_ITEMS, default="DRAFT")
+    status_message: StringProperty(name="Status Message")
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    job_id: StringProperty(name="Job")
+    result_path: StringProperty(name="Result", subtype="FILE_PATH", options=PATH_OPTIONS)
+    bundle_path: StringProperty(name="Shot Bundle", subtype="DIR_PATH", options=PATH_OPTIONS)
+    move_json: StringProperty(name="Camera Move", description="Global camera move (camera_moves.MoveSpec as JSON)")
+    adjustments_json: StringProperty(
+        name="Local Adjustments", description="The artist's layer over the move (camera_moves.LocalAdjustments)"
+    )
+
+
+class CINEPREGEN_PG_storyboard(bpy.types.PropertyGroup):
+    """The scene's storyboard: shots in order, the active one, and the viewport overlay toggle."""
+
+    shots: CollectionProperty(type=CINEPREGEN_PG_shot)
+    active_shot_index: IntProperty(name="Active Shot", default=0, min=0, update=_activate_shot)
+    show_camera_path: BoolProperty(
+        name="Show Camera Path",
+        description="Draw the active shot's camera path and frustum in the 3D View",
+        default=False,
+        update=_toggle_overlay,
+    )
+
+
+classes = (CINEPREGEN_PG_shot, CINEPREGEN_PG_storyboard)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.cinepregen = PointerProperty(type=CINEPREGEN_PG_storyboard)
+    bpy.types.Object.cinepregen_reference = StringProperty(
+        name="Reference Image",
+        description="Image of this character or prop, used in every shot it appears in",
+        subtype="FILE_PATH",
+        options=PATH_OPTIONS,
+        update=_mirror_reference,
+    )
+
+
+def unregister_properties() -> None:
+    del bpy.types.Object.cinepregen_reference
+    del bpy.types.Scene.cinepregen

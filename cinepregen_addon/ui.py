@@ -1,0 +1,180 @@
+"""The "CinePreGen" sidebar tab of the 3D View: the storyboard list, the active shot, its camera move, references.
+
+The panels only lay out properties and operators; what they show lives in ``properties`` and what the buttons do
+in ``operators`` and ``generate``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import bpy
+
+STATUS_ICONS = {
+    "DRAFT": "GREASEPENCIL",
+    "PASSES_READY": "RENDERLAYERS",
+    "QUEUED": "SORTTIME",
+    "RUNNING": "PLAY",
+    "DONE": "CHECKMARK",
+    "FAILED": "ERROR",
+    "CANCELLED": "CANCEL",
+}
+
+
+def _active_shot(context):
+    board = getattr(context.scene, "cinepregen", None)
+    if board is None or not 0 <= board.active_shot_index < len(board.shots):
+        return None
+    return board.shots[board.active_shot_index]
+
+
+def _move_label(shot) -> str:
+    """The move's kind for the menu button; a draw must not fail on JSON the artist is still typing."""
+    try:
+        move = json.loads(shot.move_json) if shot.move_json.strip() else {}
+    except ValueError:
+        return "Invalid Move"
+    kind = move.get("kind", "static") if isinstance(move, dict) else "?"
+    return str(kind).replace("_", " ").title()
+
+
+class CINEPREGEN_UL_shots(bpy.types.UIList):
+    """One row per shot: name, frame range and status."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        row.prop(item, "name", text="", emboss=False, icon="CAMERA_DATA")
+        row.label(text=f"{item.frame_start}-{item.frame_end}")
+        row.label(text="", icon=STATUS_ICONS.get(item.status, "DOT"))
+
+
+class _Panel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "CinePreGen"
+
+
+class CINEPREGEN_PT_storyboard(_Panel, bpy.types.Panel):
+    bl_label = "Storyboard"
+    bl_idname = "CINEPREGEN_PT_storyboard"
+
+    def draw(self, context):
+        layout = self.layout
+        board = context.scene.cinepregen
+        row = layout.row()
+        row.template_list("CINEPREGEN_UL_shots", "", board, "shots", board, "active_shot_index", rows=4)
+        col = row.column(align=True)
+        col.operator("cinepregen.shot_add", icon="ADD", text="")
+        col.operator("cinepregen.shot_new_from_view", icon="VIEW_CAMERA", text="")
+        col.operator("cinepregen.shot_duplicate", icon="DUPLICATE", text="")
+        col.operator("cinepregen.shot_remove", icon="REMOVE", text="")
+        col.separator()
+        col.operator("cinepregen.shot_move", icon="TRIA_UP", text="").direction = "UP"
+        col.operator("cinepregen.shot_move", icon="TRIA_DOWN", text="").direction = "DOWN"
+        row = layout.row(align=True)
+        row.operator("cinepregen.layout_board", icon="SEQ_STRIP_DUPLICATE")
+        row.prop(board, "show_camera_path", text="", icon="CURVE_PATH")
+        layout.operator("cinepregen.generate_all", icon="RENDER_ANIMATION")
+
+
+class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
+    bl_label = "Shot"
+    bl_idname = "CINEPREGEN_PT_shot"
+    bl_parent_id = "CINEPREGEN_PT_storyboard"
+
+    @classmethod
+    def poll(cls, context):
+        return _active_shot(context) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        shot = _active_shot(context)
+        layout.use_property_split = True
+        col = layout.column()
+        col.prop(shot, "camera")
+        sub = col.column(align=True)
+        sub.prop(shot, "frame_start")
+        sub.prop(shot, "frame_end")
+        col.prop(shot, "shot_size")
+        col.prop(shot, "camera_angle")
+        sub = col.column(align=True)
+        sub.prop(shot, "lens_mm")
+        sub.prop(shot, "sensor_mm")
+        col.prop(shot, "subject")
+        col.operator("cinepregen.frame_subject", icon="CON_CAMERASOLVER")
+        col.prop(shot, "prompt")
+        col.prop(shot, "seed")
+        box = layout.box()
+        row = box.row()
+        row.label(text=shot.status_message or shot.status.replace("_", " ").title(),
+                  icon=STATUS_ICONS.get(shot.status, "DOT"))
+        if shot.status in {"QUEUED", "RUNNING"}:
+            box.prop(shot, "progress", slider=True)
+            box.operator("cinepregen.cancel_shot", icon="CANCEL")
+        row = box.row(align=True)
+        row.operator("cinepregen.render_passes", icon="RENDERLAYERS")
+        row.operator("cinepregen.generate_shot", icon="RENDER_ANIMATION")
+        if shot.bundle_path:
+            box.prop(shot, "bundle_path")
+        if shot.result_path:
+            box.prop(shot, "result_path")
+
+
+class CINEPREGEN_PT_camera_move(_Panel, bpy.types.Panel):
+    bl_label = "Camera Move"
+    bl_idname = "CINEPREGEN_PT_camera_move"
+    bl_parent_id = "CINEPREGEN_PT_storyboard"
+
+    @classmethod
+    def poll(cls, context):
+        return _active_shot(context) is not None
+
+    def draw(self, context):
+        layout = self.layout
+        shot = _active_shot(context)
+        layout.operator_menu_enum("cinepregen.set_move", "kind", text=_move_label(shot), icon="CAMERA_DATA")
+        layout.prop(shot, "move_json", text="Move")
+        col = layout.column(align=True)
+        col.prop(shot, "start_location")
+        col.prop(shot, "start_rotation")
+        row = layout.row(align=True)
+        row.operator("cinepregen.apply_move", icon="KEYFRAME_HLT")
+        row.operator("cinepregen.apply_move", text="From Camera", icon="OBJECT_ORIGIN").capture_start = True
+        layout.label(text="Local adjustments", icon="MODIFIER")
+        layout.prop(shot, "adjustments_json", text="")
+        row = layout.row(align=True)
+        row.operator("cinepregen.add_local_offset", icon="ADD")
+        row.operator("cinepregen.add_local_offset", text="Pin", icon="PINNED").pin = True
+        row.operator("cinepregen.clear_local_adjustments", icon="X")
+
+
+class CINEPREGEN_PT_references(_Panel, bpy.types.Panel):
+    bl_label = "References"
+    bl_idname = "CINEPREGEN_PT_references"
+    bl_parent_id = "CINEPREGEN_PT_storyboard"
+
+    def draw(self, context):
+        layout = self.layout
+        obj = context.active_object
+        if obj is not None and obj.type != "CAMERA":
+            layout.label(text=obj.name, icon="OBJECT_DATA")
+            layout.prop(obj, "cinepregen_reference", text="")
+            row = layout.row(align=True)
+            row.operator("cinepregen.bind_reference", icon="IMAGE_DATA")
+            row.operator("cinepregen.clear_reference", icon="X")
+        else:
+            layout.label(text="Select a character or prop", icon="INFO")
+        bound = [o for o in context.scene.objects if o.cinepregen_reference]
+        for bound_object in bound:
+            row = layout.row()
+            row.label(text=bound_object.name, icon="OBJECT_DATA")
+            row.label(text=bpy.path.basename(bound_object.cinepregen_reference), icon="IMAGE_DATA")
+
+
+classes = (
+    CINEPREGEN_UL_shots,
+    CINEPREGEN_PT_storyboard,
+    CINEPREGEN_PT_shot,
+    CINEPREGEN_PT_camera_move,
+    CINEPREGEN_PT_references,
+)

@@ -1,0 +1,26 @@
+"""Blender 4.5 LTS: the add-on's core Blender tests again, under bpy 4.5 (see run.sh).
+
+4.5 has layered actions and the legacy ``action.fcurves`` side by side; these tests prove the keys, the storyboard
+operators and the extension install work there as on 5.x.
+"""
+
+import bpy
+from test_addon import (  # noqa: F401  (pytest collects the imported tests and fixtures)
+    addon,
+    scene,
+    test_apply_move_keys_match_camera_move_samples_at_every_frame,
+    test_install_built_zip_in_fresh_user_folder,
+    test_layout_board_plays_as_an_animatic,
+    test_local_offset_survives_reapply_and_a_new_global_move,
+    test_panels_and_list_draw_against_a_recording_layout,
+    test_pinned_pose_stays_exact_when_the_global_move_changes,
+    test_reference_binding_reaches_the_pass_renderer,
+    test_render_passes_writes_the_active_shots_bundle,
+    test_selecting_a_shot_sets_scene_camera_and_preview_range,
+    test_set_move_from_the_library,
+    test_storyboard_operators_add_duplicate_remove_reorder,
+)
+
+
+def test_running_on_blender_45():
+    assert bpy.app.version[:2] == (4, 5)

@@ -1,0 +1,481 @@
+"""The add-on's Blender layer, in real bpy, headless: install, storyboard operators, camera keys, animatic, panels.
+
+``tests/blender45`` runs the core of these tests again under bpy 4.5 LTS.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import bpy
+import numpy as np
+import pytest
+
+import cinepregen_addon
+from cinepregen_addon.core import camera_moves
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def addon():
+    """The add-on registered in this process (the installed-extension path is tested in a subprocess)."""
+    registered_here = not hasattr(bpy.types.Scene, "cinepregen")
+    if registered_here:
+        cinepregen_addon.register()
+    yield cinepregen_addon
+    if registered_here:
+        cinepregen_addon.unregister()
+
+
+@pytest.fixture
+def scene(addon):
+    bpy.ops.wm.read_homefile(use_empty=True)  # keeps add-ons and the startup screens (read_factory_settings would not)
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, 100
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    return scene
+
+
+def view3d_override():
+    area = next(a for a in bpy.context.screen.areas if a.type == "VIEW_3D")
+    region = next(r for r in area.regions if r.type == "WINDOW")
+    return bpy.context.temp_override(area=area, region=region), area
+
+
+def camera_state(camera, frame):
+    bpy.context.scene.frame_set(frame)
+    return np.array([*camera.location, *camera.rotation_euler, camera.data.lens])
+
+
+def sample_state(sample):
+    return np.array([*sample.location, *sample.rotation_euler, sample.lens_mm])
+
+
+def test_install_built_zip_in_fresh_user_folder(tmp_path):
+    """`make extension`'s zip installs and enables with Blender's own installer; the installed copy works."""
+    script = textwrap.dedent(f"""
+        import json, os, sys
+        os.environ["BLENDER_USER_RESOURCES"] = {str(tmp_path / "user")!r}
+        import bpy
+        from backend.blender.extension import build_extension
+        zip_path = build_extension({str(tmp_path / "dist")!r})
+        result = bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default",
+                                                          enable_on_install=True)
+        module = sys.modules["bl_ext.user_default.cinepregen"]
+        bpy.ops.wm.read_homefile(use_empty=True)
+        added = bpy.ops.cinepregen.shot_add(name="Opening")
+        board = bpy.context.scene.cinepregen
+        print("RESULT" + json.dumps({{
+            "zip": zip_path.name, "install": sorted(result), "added": sorted(added),
+            "module_file": module.__file__, "shots": [s.name for s in board.shots],
+            "camera": board.shots[0].camera.name,
+            "operators": sorted(dir(bpy.ops.cinepregen)),
+            "shaders": sorted(os.listdir(os.path.join(os.path.dirname(module.__file__), "shaders"))),
+            "overlay_shaders": str(module.overlay.shaders_folder()),
+            "addon_enabled": "bl_ext.user_default.cinepregen" in bpy.context.preferences.addons,
+        }}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line is not None, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(line[len("RESULT"):])
+    assert result["zip"] == f"cinepregen-{cinepregen_addon_version()}.zip"
+    assert result["install"] == ["FINISHED"] and result["addon_enabled"]
+    user = str(tmp_path / "user")
+    assert result["module_file"].startswith(user), "the installed copy, not the repository, must be in use"
+    assert result["added"] == ["FINISHED"] and result["shots"] == ["Opening"] and result["camera"] == "CAM_Opening"
+    assert {"shot_add", "apply_move", "layout_board", "render_passes", "bind_reference"} <= set(result["operators"])
+    assert {"camera_path.vert.glsl", "camera_path.frag.glsl"} <= set(result["shaders"])
+    assert result["overlay_shaders"].startswith(user)
+
+
+def cinepregen_addon_version() -> str:
+    from backend.blender.extension import manifest_version
+
+    return manifest_version()
+
+
+def test_storyboard_operators_add_duplicate_remove_reorder(scene):
+    assert bpy.ops.cinepregen.shot_add(name="A", length=10) == {"FINISHED"}
+    assert bpy.ops.cinepregen.shot_add(name="B", length=20) == {"FINISHED"}
+    board = scene.cinepregen
+    assert [(s.name, s.frame_start, s.frame_end) for s in board.shots] == [("A", 1, 10), ("B", 11, 30)]
+    assert board.shots[0].camera != board.shots[1].camera and board.shots[0].camera.type == "CAMERA"
+
+    board.active_shot_index = 0
+    board.shots[0].move_json = json.dumps({"kind": "truck", "params": {"distance": 2.0}})
+    assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
+    assert bpy.ops.cinepregen.shot_duplicate() == {"FINISHED"}
+    names = [s.name for s in board.shots]
+    assert names == ["A", "A copy", "B"] and board.active_shot_index == 1
+    copy = board.shots[1]
+    assert (copy.frame_start, copy.frame_end) == (31, 40)  # same length, after the last shot
+    assert copy.camera not in (board.shots[0].camera, board.shots[2].camera)
+    assert copy.move_json == board.shots[0].move_json
+    # the copy's camera has its own keys at its own frames: the same truck, shifted in time
+    for offset in (0, 5, 9):
+        np.testing.assert_allclose(camera_state(copy.camera, 31 + offset),
+                                   camera_state(board.shots[0].camera, 1 + offset), atol=1e-4)
+    assert board.shots[0].camera.animation_data.action != copy.camera.animation_data.action
+
+    assert bpy.ops.cinepregen.shot_move(direction="UP") == {"FINISHED"}
+    assert [s.name for s in board.shots] == ["A copy", "A", "B"] and board.active_shot_index == 0
+    assert bpy.ops.cinepregen.shot_move(direction="UP") == {"FINISHED"}  # already first: stays
+    assert [s.name for s in board.shots] == ["A copy", "A", "B"]
+    board.active_shot_index = 2
+    assert bpy.ops.cinepregen.shot_move(direction="DOWN") == {"FINISHED"}
+    assert [s.name for s in board.shots] == ["A copy", "A", "B"]
+
+    board.active_shot_index = 0
+    assert bpy.ops.cinepregen.shot_remove(delete_camera=True) == {"FINISHED"}
+    assert [s.name for s in board.shots] == ["A", "B"]
+    assert "CAM_A copy" not in bpy.data.objects
+    board.shots.clear()
+    with pytest.raises(RuntimeError):  # poll fails: nothing to remove
+        bpy.ops.cinepregen.shot_remove()
+
+
+def test_selecting_a_shot_sets_scene_camera_and_preview_range(scene):
+    bpy.ops.cinepregen.shot_add(name="A", length=10)
+    bpy.ops.cinepregen.shot_add(name="B", length=15)
+    board = scene.cinepregen
+    board.active_shot_index = 0
+    assert scene.camera == board.shots[0].camera
+    assert scene.use_preview_range and (scene.frame_preview_start, scene.frame_preview_end) == (1, 10)
+    assert bpy.ops.cinepregen.shot_select(index=1) == {"FINISHED"}
+    assert scene.camera == board.shots[1].camera
+    assert (scene.frame_preview_start, scene.frame_preview_end) == (11, 25)
+    assert 11 <= scene.frame_current <= 25
+
+
+def test_new_shot_from_view_matches_the_viewport(scene):
+    override, area = view3d_override()
+    space = area.spaces.active
+    rv3d = space.region_3d
+    rv3d.view_perspective = "PERSP"
+    rv3d.view_location = (1.0, 2.0, 0.5)
+    rv3d.view_distance = 7.0
+    rv3d.view_rotation = camera_moves_quaternion((1.1, 0.0, 0.7))
+    space.lens = 60.0
+    with override:
+        assert bpy.ops.cinepregen.shot_new_from_view(name="View") == {"FINISHED"}
+    shot = scene.cinepregen.shots[0]
+    camera = shot.camera
+    np.testing.assert_allclose(np.array(camera.matrix_world), np.array(rv3d.view_matrix.inverted()), atol=1e-5)
+    assert camera.data.lens == pytest.approx(30.0) and camera.data.sensor_width == pytest.approx(36.0)
+    assert scene.camera == camera
+    # without a 3D View the operator refuses through poll instead of failing inside
+    assert not bpy.ops.cinepregen.shot_new_from_view.poll()
+
+
+def camera_moves_quaternion(euler):
+    from mathutils import Euler
+
+    return Euler(euler, "XYZ").to_quaternion()
+
+
+def test_apply_move_keys_match_camera_move_samples_at_every_frame(scene):
+    bpy.ops.cinepregen.shot_add(name="Pre", length=5)
+    bpy.ops.cinepregen.shot_add(name="Orbit", length=30)
+    board = scene.cinepregen
+    shot = board.shots[1]
+    camera = shot.camera
+    # a key outside the shot's range must survive re-keying the shot
+    camera.location = (9.0, 9.0, 9.0)
+    camera.keyframe_insert("location", frame=50)
+    shot.start_location, shot.start_rotation, shot.lens_mm = (0.0, -8.0, 2.0), (1.3, 0.0, 0.2), 35.0
+    move = {"kind": "orbit", "params": {"angle_deg": 90.0, "target": [0.0, 0.0, 1.0]}, "easing": "smooth",
+            "shake": {"amplitude_m": 0.02, "rotation_deg": 0.5, "frequency_hz": 2.0, "seed": 3}}
+    shot.move_json = json.dumps(move)
+    board.active_shot_index = 1
+    assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
+    expected = camera_moves.sample_move(camera_moves.MoveSpec.from_dict(move),
+                                        camera_moves.CameraPose((0.0, -8.0, 2.0), (1.3, 0.0, 0.2), 35.0), 6, 35)
+    for sample in expected:
+        np.testing.assert_allclose(camera_state(camera, sample.frame), sample_state(sample), atol=1e-4,
+                                   err_msg=f"frame {sample.frame}")
+    np.testing.assert_allclose(camera_state(camera, 50)[:3], (9.0, 9.0, 9.0))
+    # re-applying a different move replaces the keys of the range, one key per frame
+    shot.move_json = json.dumps({"kind": "zoom", "params": {"lens_end_mm": 70.0}})
+    assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
+    from cinepregen_addon.operators import fcurves_of
+
+    lens_keys = [k.co.x for k in fcurves_of(camera.data).find("lens").keyframe_points]
+    assert lens_keys == list(range(6, 36))
+    assert camera_state(camera, 35)[6] == pytest.approx(70.0, rel=1e-5)
+    np.testing.assert_allclose(camera_state(camera, 20)[:3], (0.0, -8.0, 2.0), atol=1e-5)
+    np.testing.assert_allclose(camera_state(camera, 50)[:3], (9.0, 9.0, 9.0))
+
+
+def test_bad_move_json_is_reported_not_raised(scene):
+    bpy.ops.cinepregen.shot_add(name="A", length=5)
+    shot = scene.cinepregen.shots[0]
+    shot.move_json = json.dumps({"kind": "teleport"})
+    # an ERROR report (the operator returned CANCELLED) surfaces as RuntimeError when called from Python
+    with pytest.raises(RuntimeError, match="unknown camera move 'teleport'"):
+        bpy.ops.cinepregen.apply_move()
+    shot.move_json = "{not json"
+    with pytest.raises(RuntimeError, match="not valid JSON"):
+        bpy.ops.cinepregen.apply_move()
+
+
+def test_local_offset_survives_reapply_and_a_new_global_move(scene):
+    bpy.ops.cinepregen.shot_add(name="A", length=24)
+    shot = scene.cinepregen.shots[0]
+    camera = shot.camera
+    start = camera_moves.CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
+    shot.move_json = json.dumps({"kind": "dolly", "params": {"distance": 3.0}})
+    assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
+    scene.frame_set(10)
+    nudged = np.array(camera.location) + (0.5, 0.0, -0.25)
+    camera.location = nudged
+    camera.data.lens += 5.0
+    assert bpy.ops.cinepregen.add_local_offset() == {"FINISHED"}
+    np.testing.assert_allclose(camera_state(camera, 10)[:3], nudged, atol=1e-5)
+
+    assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}  # re-applying does not apply the offset twice
+    np.testing.assert_allclose(camera_state(camera, 10)[:3], nudged, atol=1e-5)
+
+    truck = {"kind": "truck", "params": {"distance": 2.0}, "easing": "linear"}
+    shot.move_json = json.dumps(truck)
+    assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
+    global_move = camera_moves.sample_move(camera_moves.MoveSpec.from_dict(truck), start, 1, 24)
+    for sample in global_move:  # a single offset is held over the whole shot
+        np.testing.assert_allclose(camera_state(camera, sample.frame),
+                                   sample_state(sample) + (0.5, 0.0, -0.25, 0, 0, 0, 5.0), atol=1e-4,
+                                   err_msg=f"frame {sample.frame}")
+    assert bpy.ops.cinepregen.clear_local_adjustments() == {"FINISHED"}
+    np.testing.assert_allclose(camera_state(camera, 10), sample_state(global_move[9]), atol=1e-5)
+
+
+def test_pinned_pose_stays_exact_when_the_global_move_changes(scene):
+    bpy.ops.cinepregen.shot_add(name="A", length=20)
+    shot = scene.cinepregen.shots[0]
+    shot.move_json = json.dumps({"kind": "pedestal", "params": {"distance": 2.0}})
+    bpy.ops.cinepregen.apply_move()
+    scene.frame_set(8)
+    shot.camera.location = (3.0, -4.0, 1.0)
+    shot.camera.rotation_euler = (1.2, 0.0, 0.3)
+    assert bpy.ops.cinepregen.add_local_offset(pin=True) == {"FINISHED"}
+    pinned = camera_state(shot.camera, 8)
+    shot.move_json = json.dumps({"kind": "orbit", "params": {"angle_deg": 60.0}})
+    bpy.ops.cinepregen.apply_move()
+    np.testing.assert_allclose(camera_state(shot.camera, 8), pinned, atol=1e-5)
+    np.testing.assert_allclose(pinned[:6], (3.0, -4.0, 1.0, 1.2, 0.0, 0.3), atol=1e-6)
+    assert not np.allclose(camera_state(shot.camera, 1)[:3], camera_state(shot.camera, 20)[:3])  # the move still runs
+
+
+def test_frame_subject_puts_subject_in_the_middle(scene):
+    import bmesh
+
+    mesh = bpy.data.meshes.new("Hero")
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=1.0)
+    bm.to_mesh(mesh)
+    bm.free()
+    hero = bpy.data.objects.new("Hero", mesh)
+    hero.location, hero.scale = (2.0, 3.0, 0.875), (0.5, 0.3, 1.75)
+    scene.collection.objects.link(hero)
+    bpy.ops.cinepregen.shot_add(name="A", length=5)
+    shot = scene.cinepregen.shots[0]
+    shot.subject, shot.shot_size, shot.camera_angle, shot.lens_mm = hero, "FS", "HIGH", 35.0
+    assert bpy.ops.cinepregen.frame_subject() == {"FINISHED"}
+    camera = shot.camera
+    scene.frame_set(3)
+    view = -np.array(camera.matrix_world, dtype=np.float64)[:3, 2]
+    to_subject = np.array([2.0, 3.0, 0.875]) - np.array(camera.matrix_world.translation)
+    assert np.linalg.norm(np.cross(view, to_subject / np.linalg.norm(to_subject))) < 1e-5  # looks at its centre
+    assert math.degrees(math.asin(-view[2])) == pytest.approx(30.0, abs=1e-3)  # HIGH looks 30 degrees down
+    assert camera.data.lens == pytest.approx(35.0)
+    shot.subject = None
+    with pytest.raises(RuntimeError, match="has no subject"):
+        bpy.ops.cinepregen.frame_subject()
+
+
+def test_layout_board_plays_as_an_animatic(scene):
+    board = scene.cinepregen
+    for name, length in (("A", 10), ("B", 5), ("C", 8)):
+        bpy.ops.cinepregen.shot_add(name=name, length=length)
+    board.shots[1].frame_start, board.shots[1].frame_end = 40, 44  # out of order on the timeline
+    board.shots[0].move_json = json.dumps({"kind": "pedestal", "params": {"distance": 1.0}})
+    board.shots[0].adjustments_json = json.dumps({"offsets": [{"frame": 5, "location": [0.0, 0.0, 0.3]}]})
+    scene.frame_start = 3
+    assert bpy.ops.cinepregen.layout_board() == {"FINISHED"}
+    ranges = [(s.frame_start, s.frame_end) for s in board.shots]
+    assert ranges == [(3, 12), (13, 17), (18, 25)]
+    assert json.loads(board.shots[0].adjustments_json)["offsets"][0]["frame"] == 7  # local layer moved along
+    markers = sorted((m.frame, m.camera.name) for m in scene.timeline_markers)
+    assert markers == [(3, "CAM_A"), (13, "CAM_B"), (18, "CAM_C")]
+    assert (scene.frame_start, scene.frame_end) == (3, 25)
+    for frame in range(3, 26):
+        scene.frame_set(frame)
+        expected = next(s.camera for s in board.shots if s.frame_start <= frame <= s.frame_end)
+        assert scene.camera == expected, f"frame {frame}"
+    # shot A's pedestal now starts at frame 3
+    np.testing.assert_allclose(camera_state(board.shots[0].camera, 3)[:3], np.array(board.shots[0].start_location)
+                               + (0, 0, 0.3), atol=1e-5)
+    assert bpy.ops.cinepregen.layout_board() == {"FINISHED"}  # again: markers replaced, not doubled
+    assert len(scene.timeline_markers) == 3
+
+
+def test_reference_binding_reaches_the_pass_renderer(scene, tmp_path):
+    from cinepregen_addon.render_passes import REFERENCE_PROPERTY
+
+    image = tmp_path / "hero.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    hero = bpy.data.objects.new("Hero", None)
+    scene.collection.objects.link(hero)
+    assert bpy.ops.cinepregen.bind_reference(filepath=str(image), object_name="Hero") == {"FINISHED"}
+    assert hero.cinepregen_reference == str(image)
+    assert hero[REFERENCE_PROPERTY] == str(image)
+    with pytest.raises(RuntimeError, match="reference image not found"):
+        bpy.ops.cinepregen.bind_reference(filepath=str(tmp_path / "missing.png"), object_name="Hero")
+    assert bpy.ops.cinepregen.clear_reference(object_name="Hero") == {"FINISHED"}
+    assert REFERENCE_PROPERTY not in hero.keys() or hero[REFERENCE_PROPERTY] == ""
+
+
+class RecordingLayout:
+    """Stands in for ``UILayout``: checks every property and operator name the panels use exists."""
+
+    def __init__(self, log):
+        self.log = log
+        self.use_property_split = False
+
+    def _sub(self, *args, **kwargs):
+        return RecordingLayout(self.log)
+
+    row = column = box = split = _sub
+
+    def separator(self, **kwargs):
+        pass
+
+    def label(self, text="", **kwargs):
+        self.log.append(("label", text))
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        namespace, name = idname.split(".")
+        assert name in dir(getattr(bpy.ops, namespace)), f"unknown operator {idname}"
+        self.log.append(("operator", idname))
+        return _OperatorProperties(getattr(getattr(bpy.ops, namespace), name).get_rna_type().properties, idname)
+
+    def operator_menu_enum(self, idname, property, **kwargs):
+        self.operator(idname).__setattr__(property, None)
+        self.log.append(("menu", f"{idname}.{property}"))
+
+    def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kwargs):
+        assert hasattr(bpy.types, listtype), listtype
+        assert propname in data.bl_rna.properties and active_propname in active_data.bl_rna.properties
+        self.log.append(("list", listtype))
+
+
+class _OperatorProperties:
+    def __init__(self, properties, idname):
+        object.__setattr__(self, "_names", set(properties.keys()))
+        object.__setattr__(self, "_idname", idname)
+
+    def __setattr__(self, name, value):
+        assert name in self._names, f"{self._idname} has no property {name!r}"
+        object.__setattr__(self, name, value)
+
+
+def draw_panels(scene):
+    from cinepregen_addon import ui
+
+    log = []
+    for panel in ui.classes:
+        if not issubclass(panel, bpy.types.Panel):
+            continue
+        if hasattr(panel, "poll") and not panel.poll(bpy.context):
+            continue
+        panel.draw(type("PanelSelf", (), {"layout": RecordingLayout(log)})(), bpy.context)
+    board = scene.cinepregen
+    for index, shot in enumerate(board.shots):
+        ui.CINEPREGEN_UL_shots.draw_item(None, bpy.context, RecordingLayout(log), board, shot, 0, board,
+                                         "active_shot_index", index)
+    return log
+
+
+def test_panels_and_list_draw_against_a_recording_layout(scene):
+    assert ("list", "CINEPREGEN_UL_shots") in draw_panels(scene)  # empty board: only the storyboard list
+    bpy.ops.cinepregen.shot_add(name="A", length=5)
+    hero = bpy.data.objects.new("Hero", None)
+    scene.collection.objects.link(hero)
+    bpy.context.view_layer.objects.active = hero
+    hero.cinepregen_reference = "//hero.png"
+    scene.cinepregen.shots[0].move_json = "{still typing"
+    scene.cinepregen.shots[0].status = "RUNNING"
+    scene.cinepregen.shots[0].bundle_path = "/tmp/bundle"
+    log = draw_panels(scene)
+    operators = {entry[1] for entry in log if entry[0] == "operator"}
+    props = {entry[1] for entry in log if entry[0] == "prop"}
+    assert {"cinepregen.shot_add", "cinepregen.apply_move", "cinepregen.render_passes", "cinepregen.bind_reference",
+            "cinepregen.layout_board", "cinepregen.cancel_shot"} <= operators
+    assert {"shot_size", "camera_angle", "move_json", "adjustments_json", "cinepregen_reference",
+            "show_camera_path", "progress", "bundle_path"} <= props
+    assert ("label", "hero.png") in log
+    assert ("menu", "cinepregen.set_move.kind") in log
+
+
+def test_set_move_from_the_library(scene):
+    bpy.ops.cinepregen.shot_add(name="A", length=10)
+    shot = scene.cinepregen.shots[0]
+    assert bpy.ops.cinepregen.set_move(kind="pan", easing="linear") == {"FINISHED"}
+    assert json.loads(shot.move_json) == {"kind": "pan", "params": {}, "easing": "linear", "shake": None}
+    turned = camera_state(shot.camera, 10)[5] - camera_state(shot.camera, 1)[5]
+    assert math.degrees(turned) == pytest.approx(camera_moves.MOVE_PARAMS["pan"]["angle_deg"], abs=1e-3)
+
+
+def test_camera_path_toggle_adds_and_removes_the_draw_handler(scene):
+    from cinepregen_addon import overlay
+
+    board = scene.cinepregen
+    board.show_camera_path = True
+    assert overlay._handler is not None
+    board.show_camera_path = False
+    assert overlay._handler is None
+
+
+def test_render_passes_writes_the_active_shots_bundle(scene, tmp_path):
+    import bmesh
+
+    from cinepregen_addon.core import shot_bundle
+
+    mesh = bpy.data.meshes.new("Box")
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=1.0)
+    bm.to_mesh(mesh)
+    bm.free()
+    scene.collection.objects.link(bpy.data.objects.new("Box", mesh))
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "board.blend"))  # bundles go next to the .blend
+    bpy.ops.cinepregen.shot_add(name="Box shot", length=2)
+    shot = scene.cinepregen.shots[0]
+    shot.camera.location, shot.camera.rotation_euler = (0.0, -6.0, 0.0), (math.pi / 2, 0.0, 0.0)
+    assert bpy.ops.cinepregen.apply_move(capture_start=True) == {"FINISHED"}
+    assert bpy.ops.cinepregen.render_passes() == {"FINISHED"}
+    assert shot.status == "PASSES_READY"
+    bundle = shot_bundle.read_bundle(shot.bundle_path)
+    assert shot.bundle_path.startswith(str(tmp_path))
+    assert (bundle.frame_start, bundle.frame_end) == (1, 2) and [o.name for o in bundle.objects] == ["Box"]
+    shot.camera = None
+    with pytest.raises(RuntimeError, match="has no camera"):
+        bpy.ops.cinepregen.render_passes()
+
+
+def test_unregister_removes_everything_and_register_restores_it(addon):
+    addon.unregister()
+    try:
+        assert not hasattr(bpy.types.Scene, "cinepregen") and not hasattr(bpy.types.Object, "cinepregen_reference")
+        assert "shot_add" not in dir(bpy.ops.cinepregen) and not hasattr(bpy.types, "CINEPREGEN_PT_storyboard")
+    finally:
+        addon.register()
+    assert "shot_add" in dir(bpy.ops.cinepregen) and hasattr(bpy.types.Scene, "cinepregen")
