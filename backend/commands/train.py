@@ -1,0 +1,27 @@
+"""``cinepregen train``: train the previs model (resumable)."""
+
+
+def _train(args):
+    from backend.training.train import TrainConfig, train
+
+    config = TrainConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps,
+                         batch_size=args.batch_size, clip_frames=args.clip_frames, lr=args.lr, seed=args.seed,
+                         val_every=args.val_every, max_minutes=args.max_minutes)
+    final = train(config, progress=lambda line: print(line, flush=True))
+    print(f"EMA weights saved to {final}")
+    return 0
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("train", help="train the previs model on a dataset (resumes from --out)")
+    parser.add_argument("--data", required=True, help="dataset folder from `cinepregen dataset build`")
+    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.jsonl, final/")
+    parser.add_argument("--preset", default="previs-tiny")
+    parser.add_argument("--steps", type=int, default=4000, help="total optimiser steps across resumed runs")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--clip-frames", type=int, default=8, help="frames per training clip")
+    parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--val-every", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (saved, resumable) after this long")
+    parser.set_defaults(func=_train)
