@@ -18,6 +18,7 @@ import pytest
 from test_server import DepthClip, LiveServer, read_mp4
 
 import cinepregen_addon
+from backend.blender.addon import enable_addon_in_process
 from backend.blender.scenes import build_test_scene
 from backend.cli import main as cli_main
 from backend.server.app import Settings
@@ -30,16 +31,11 @@ CLIP_SIZE = (128, 72)  # the storyboard's default pass resolution
 def addon():
     """The registered add-on's ``generate`` module, with a preferences entry as installing the add-on gives it."""
     registered_here = not hasattr(bpy.types.Scene, "cinepregen")
-    if registered_here:
-        cinepregen_addon.register()
-    generate = sys.modules[bpy.types.CINEPREGEN_OT_generate_shot.__module__]
-    addons = bpy.context.preferences.addons
-    entry = addons.get(generate.__package__) or addons.new()
-    entry.module = generate.__package__
-    assert entry.preferences is not None
+    generate, _ = enable_addon_in_process()
     yield generate
     generate.stop_local_backend()
-    addons.remove(entry)
+    addons = bpy.context.preferences.addons
+    addons.remove(addons[generate.__package__])
     if registered_here:
         cinepregen_addon.unregister()
 

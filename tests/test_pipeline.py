@@ -5,10 +5,8 @@ import json
 import imageio.v3 as iio
 import numpy as np
 import pytest
-import torch
+from helpers import tiny_pipeline
 
-from backend.models.previs_dit import PrevisDiT
-from backend.models.reference_encoder import ReferenceEncoder
 from backend.pipelines.generate import GenerationCancelled, generate_shot
 from backend.pipelines.previs_pipeline import PrevisPipeline, make_generate_fn
 from cinepregen_addon.core.camera_geometry import intrinsics_from_blender
@@ -51,15 +49,6 @@ def synthetic_bundle(frames: int = FRAMES) -> ShotBundle:
                       cameras=cameras, passes=passes, seed=7,
                       objects=[BundleObject(1, "hero"), BundleObject(2, "prop"), BundleObject(3, "floor")],
                       reference_images={1: red, 2: stripes})
-
-
-def tiny_pipeline() -> PrevisPipeline:
-    torch.manual_seed(0)
-    transformer = PrevisDiT.from_preset("tiny-test", sample_size=(32, 64))
-    encoder = ReferenceEncoder(reference_dim=32, width=16, num_heads=2)
-    for p in transformer.parameters():
-        p.data.normal_(0, 0.05)
-    return PrevisPipeline(transformer, encoder, sampling={"num_inference_steps": 2, "reference_guidance_scale": 2.0})
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +159,19 @@ def test_pipeline_serves_a_quantized_transformer_folder(bundle_dir, weights_dir,
     clip, full = quantized(bundle, seed=1), PrevisPipeline.from_pretrained(weights_dir)(bundle, seed=1)
     assert clip.shape == full.shape and np.isfinite(clip).all()
     assert 0 < np.abs(clip - full).mean() < 0.1  # quantized: close to, but not bit-identical with, full precision
+
+
+def test_bench_vq_measures_methods_against_full_precision_in_one_run(bundle_dir, weights_dir, tmp_path, capsys):
+    from backend.cli import main
+
+    assert main(["bench", "vq", "--bundles", str(bundle_dir), "--weights", str(weights_dir), "--bits", "3",
+                 "--methods", "rtn", "kmeans", "vq4dit", "--iterations", "5", "--samples", "2",
+                 "--out", str(tmp_path)]) == 0
+    assert "| vq4dit | 3 |" in capsys.readouterr().out
+    rows = {row["method"]: row for row in json.loads((tmp_path / "bench_vq.json").read_text())["rows"]}
+    assert set(rows) == {"full precision", "rtn", "kmeans", "vq4dit"}
+    for method in ("rtn", "kmeans", "vq4dit"):
+        assert rows[method]["bytes"] < rows["full precision"]["bytes"]
+        assert 3.0 <= rows[method]["bits_per_weight"] < 8.0  # 3 bits of codes plus codebook or scale overhead
+        assert 10.0 < rows[method]["psnr_vs_full"] < float("inf")  # close to, not identical with, full precision
+        assert rows[method]["block_error"] > 0

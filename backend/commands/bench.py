@@ -1,15 +1,17 @@
 """``cinepregen bench <benchmark>``: throughput figures measured on this machine.
 
 Each benchmark is one subcommand; ``BENCHMARKS`` lists the functions that add them (``add(benchmarks)`` gets the
-``bench`` sub-subparsers). A new benchmark (``bench generate``, ``bench vq``) is one more function in that list,
-with its heavy imports inside its handler.
+``bench`` sub-subparsers). A new benchmark is one more function in that list, with its heavy
+imports inside its handler. Every benchmark measures its baseline in the same run and prints ratios against it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
+from pathlib import Path
 
 
 def _resolutions(text: str) -> list[tuple[int, int]]:
@@ -28,8 +30,6 @@ def bench_passes(resolutions: list[tuple[int, int]], frames: int, out_dir) -> li
     ``render_fps`` counts the Cycles animation render alone; ``bundle_fps`` the whole job a user waits for
     (render, EXR reading, conversion, compressed bundle writing). A 2-frame warm-up loads Cycles' kernels first.
     """
-    from pathlib import Path
-
     from backend.blender.scenes import build_test_scene
     from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
 
@@ -82,7 +82,97 @@ def _add_passes(benchmarks) -> None:
     parser.set_defaults(func=_run_passes)
 
 
-BENCHMARKS = [_add_passes]
+def _bundle_paths(spec: str) -> list:
+    from backend.commands.eval import find_bundles
+
+    return find_bundles([spec])
+
+
+def _time_shot(pipeline, bundle, repeats: int) -> float:
+    """Best wall time of ``repeats`` generations of the shot at the pipeline's default settings (one warm-up)."""
+    pipeline(bundle, seed=0)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline(bundle, seed=0)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _run_generate(args) -> int:
+    """Seconds per shot at default settings: the full-precision weights and, in the same run, quantized variants
+    in both of their modes."""
+    import os
+
+    import torch
+
+    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline
+    from backend.quant.vq_linear import set_quantized_mode
+    from cinepregen_addon.core.shot_bundle import read_bundle
+
+    weights = Path(args.weights or DEFAULT_WEIGHTS)
+    bundle = read_bundle(_bundle_paths(args.bundle)[0])
+    pipeline = PrevisPipeline.from_pretrained(weights)
+    steps = pipeline.sampling["num_inference_steps"]
+    print(f"shot {bundle.name!r}: {len(bundle.passes)} frames, {bundle.width}x{bundle.height}, {steps} steps, "
+          f"reference guidance {pipeline.sampling['reference_guidance_scale']}, {torch.get_num_threads()} torch "
+          f"threads, {os.cpu_count()} cores")
+    rows = [(weights.name, _time_shot(pipeline, bundle, args.repeats))]
+    for variant in args.quantized or []:
+        quantized = PrevisPipeline.from_pretrained(variant)
+        rows.append((f"{Path(variant).name}, dequantize once", _time_shot(quantized, bundle, args.repeats)))
+        set_quantized_mode(quantized.transformer, "per_call")
+        rows.append((f"{Path(variant).name}, dequantize per call", _time_shot(quantized, bundle, args.repeats)))
+    base = rows[0][1]
+    print(f"{'variant':<44} {'s/shot':>8} {'vs first':>9}")
+    for name, seconds in rows:
+        print(f"{name:<44} {seconds:>8.2f} {seconds / base:>8.2f}x")
+    return 0
+
+
+def _add_generate(benchmarks) -> None:
+    parser = benchmarks.add_parser("generate", help="seconds per generated shot at default settings")
+    parser.add_argument("--bundle", required=True, help="a shot bundle (folder, zip or dataset shot folder)")
+    parser.add_argument("--weights", help="model folder (default: the shipped previs-tiny)")
+    parser.add_argument("--quantized", nargs="*", help="quantized model folders to time as well")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant; the best is shown")
+    parser.set_defaults(func=_run_generate)
+
+
+def _run_vq(args) -> int:
+    from backend.quant.benchmark import format_table, run_vq_benchmark
+
+    results = run_vq_benchmark(
+        weights=Path(args.weights) if args.weights else None, bundles=_bundle_paths(args.bundles)[: args.shots],
+        bits=args.bits, methods=args.methods, iterations=args.iterations, samples=args.samples,
+    )
+    table = format_table(results)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_vq.md").write_text(table)
+        (out / "bench_vq.json").write_text(json.dumps(results, indent=2, default=float))
+        print(f"wrote {out / 'bench_vq.md'} and {out / 'bench_vq.json'}")
+    return 0
+
+
+def _add_vq(benchmarks) -> None:
+    from backend.quant.vq4dit import METHODS
+
+    parser = benchmarks.add_parser("vq", help="VQ4DiT against the baselines on the same model, in one run")
+    parser.add_argument("--bundles", required=True, help="held-out shots (folder of bundles or dataset split)")
+    parser.add_argument("--shots", type=int, default=4, help="how many of them to generate (default: 4)")
+    parser.add_argument("--weights", help="full-precision model folder (default: the shipped previs-tiny)")
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3], choices=(2, 3, 4))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--iterations", type=int, default=None, help="calibration steps per block (default: VQConfig)")
+    parser.add_argument("--samples", type=int, default=None, help="calibration forwards (default: VQConfig)")
+    parser.add_argument("--out", help="also write bench_vq.md and bench_vq.json here")
+    parser.set_defaults(func=_run_vq)
+
+
+BENCHMARKS = [_add_passes, _add_generate, _add_vq]
 
 
 def add_parser(subparsers):

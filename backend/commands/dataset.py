@@ -1,5 +1,6 @@
 """``cinepregen dataset build``: procedural training and held-out shots, reproducible from a seed."""
 
+import sys
 from pathlib import Path
 
 
@@ -16,7 +17,11 @@ def _build(args):
             bar.n = done
             bar.refresh()
 
-        build_dataset(Path(args.out), config, progress)
+        try:
+            build_dataset(Path(args.out), config, progress)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     print(f"dataset ready in {args.out}")
     return 0
 

@@ -48,7 +48,7 @@ def _generate(generate_fn: GenerateFn, bundle: ShotBundle, seed: int, **options)
     return clip
 
 
-def _clip_metrics(clip: np.ndarray, bundle: ShotBundle) -> dict:
+def clip_metrics(clip: np.ndarray, bundle: ShotBundle) -> dict:
     """Metrics that need only one clip and the bundle's guidance passes: temporal consistency and structure."""
     frame_numbers = [camera.frame for camera in bundle.cameras]
     consecutive = all(b - a == 1 for a, b in zip(frame_numbers, frame_numbers[1:], strict=False))
@@ -115,8 +115,8 @@ def evaluate_bundle(
     clip = _generate(generate_fn, bundle, seed)
     report(0.2, "independent frames baseline")
     independent = _generate(generate_fn, bundle, seed, independent_frames=True)
-    result["model"] = _clip_metrics(clip, bundle)
-    result["independent_frames"] = _clip_metrics(independent, bundle)
+    result["model"] = clip_metrics(clip, bundle)
+    result["independent_frames"] = clip_metrics(independent, bundle)
     result["fidelity"] = None if target_frames is None else _fidelity(clip, target_frames, bundle, object_ids)
 
     referenced = _referenced_objects_by_area(bundle, object_ids)

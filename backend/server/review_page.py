@@ -6,7 +6,6 @@ The page is plain server-rendered HTML (it reloads itself while jobs are still q
 
 from __future__ import annotations
 
-import colorsys
 import html
 from pathlib import Path
 from string import Template
@@ -15,35 +14,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from backend.previews import depth_preview, depth_range, normal_preview, object_id_preview
+
 PREVIEW_PASSES = ("depth", "normal", "object_id")
 _TEMPLATE = Template((Path(__file__).with_name("review.html")).read_text())
-
-
-def depth_preview(depth: np.ndarray, near: float, far: float) -> np.ndarray:
-    """Inverse depth as grey (near is bright), background (depth 0) black; ``near``/``far`` fixed per shot so
-    brightness does not flicker from frame to frame."""
-    valid = depth > 0
-    inverse = np.where(valid, 1.0 / np.where(valid, depth, 1.0), 0.0)
-    lo, hi = 1.0 / far, 1.0 / near
-    grey = np.clip((inverse - lo) / max(hi - lo, 1e-9), 0.0, 1.0) * 215 + 40
-    grey = np.where(valid, grey, 0).astype(np.uint8)
-    return np.repeat(grey[..., None], 3, axis=-1)
-
-
-def normal_preview(normal: np.ndarray) -> np.ndarray:
-    """Unit normals mapped from [-1, 1] to RGB; background (zero normals) stays black."""
-    rgb = (np.clip(normal, -1.0, 1.0) * 0.5 + 0.5) * 255
-    rgb[np.all(normal == 0, axis=-1)] = 0
-    return rgb.round().astype(np.uint8)
-
-
-def object_id_preview(object_id: np.ndarray) -> np.ndarray:
-    """One stable, well-separated colour per object id (golden-ratio hues); background (id 0) black."""
-    ids, inverse = np.unique(object_id, return_inverse=True)
-    palette = np.array(
-        [(0, 0, 0) if i == 0 else colorsys.hsv_to_rgb((int(i) * 0.618033988749895) % 1.0, 0.65, 0.95) for i in ids]
-    )
-    return (palette[inverse.reshape(object_id.shape)] * 255).round().astype(np.uint8)
 
 
 def write_pass_previews(bundle: Any, out_dir: Path, thumbnails: int = 4, height: int = 72) -> list[str]:
@@ -53,15 +27,14 @@ def write_pass_previews(bundle: Any, out_dir: Path, thumbnails: int = 4, height:
     count = len(bundle.passes)
     shown = min(thumbnails, count)
     picks = [round(i * (count - 1) / max(shown - 1, 1)) for i in range(shown)]
-    depths = np.concatenate([p.depth[p.depth > 0] for p in bundle.passes])
-    near, far = (float(np.percentile(depths, 1)), float(np.percentile(depths, 99))) if depths.size else (1.0, 2.0)
+    near, far = depth_range([p.depth for p in bundle.passes])
     width = max(1, round(bundle.width * height / bundle.height))
     for name in PREVIEW_PASSES:
         tiles = []
         for index in picks:
             passes = bundle.passes[index]
             if name == "depth":
-                rgb = depth_preview(passes.depth, near, max(far, near * 1.001))
+                rgb = depth_preview(passes.depth, near, far)
             elif name == "normal":
                 rgb = normal_preview(passes.normal)
             else:

@@ -69,6 +69,7 @@ def build_shot(out: Path, seed: int, config: DatasetConfig) -> Path:
     from backend.training.scenes import build_scene, plan_scene, render_target_clip
     from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
     from cinepregen_addon.core.framing import frame_subject
+    from cinepregen_addon.operators import write_camera_samples
     from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
 
     rng = np.random.default_rng(seed)
@@ -107,7 +108,7 @@ def build_shot(out: Path, seed: int, config: DatasetConfig) -> Path:
     camera_data = bpy.data.cameras.new("ShotCamera")
     camera = bpy.data.objects.new("ShotCamera", camera_data)
     scene.collection.objects.link(camera)
-    key_camera_samples(camera, samples)
+    write_camera_samples(camera, samples)
 
     spec = ShotRenderSpec(
         name=f"shot_{seed}",
@@ -128,22 +129,11 @@ def build_shot(out: Path, seed: int, config: DatasetConfig) -> Path:
     return out
 
 
-def key_camera_samples(camera, samples) -> None:
-    """Keyframe a camera object (location, rotation) and its data (lens) at every sample's frame."""
-    for sample in samples:
-        camera.location = sample.location
-        camera.rotation_euler = sample.rotation_euler
-        camera.data.lens = sample.lens_mm
-        camera.keyframe_insert("location", frame=sample.frame)
-        camera.keyframe_insert("rotation_euler", frame=sample.frame)
-        camera.data.keyframe_insert("lens", frame=sample.frame)
-
-
 def build_dataset(out: Path, config: DatasetConfig, progress=None) -> dict:
     """Build (or finish building) the train and held-out splits; returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
-    manifest = {"format": 1, **asdict(config)}
+    manifest = json.loads(json.dumps({"format": 1, **asdict(config)}))  # as stored: tuples become lists
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
         for key in ("seed", "frames", "resolution"):

@@ -73,7 +73,8 @@ def plan_scene(rng: np.random.Generator, reference_dir: Path, frames: int, max_o
 
 def _textured_material(bpy, name: str, image_path: Path | None):
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if bpy.app.version < (5, 0):  # node materials are the only kind from 5.0 on
+        mat.use_nodes = True
     nodes, links = mat.node_tree.nodes, mat.node_tree.links
     bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
     bsdf.inputs["Roughness"].default_value = 0.8
@@ -162,7 +163,8 @@ def build_scene(plan: ProceduralScene):
     sun_obj = link(bpy.data.objects.new("Sun", sun))
     sun_obj.rotation_euler = plan.sun_rotation
     scene.world = bpy.data.worlds.new("World")
-    scene.world.use_nodes = True
+    if bpy.app.version < (5, 0):
+        scene.world.use_nodes = True
     background = next(n for n in scene.world.node_tree.nodes if n.type == "BACKGROUND")
     background.inputs["Color"].default_value = (*plan.world_colour, 1.0)
     return scene
