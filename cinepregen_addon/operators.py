@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import bpy
@@ -640,28 +639,21 @@ class CINEPREGEN_OT_render_passes(_ShotOperator, bpy.types.Operator):
     bl_label = "Render Guidance Passes"
 
     def run(self, context):
-        from . import generate, render_passes
+        from . import generate
 
         scene = context.scene
         index = scene.cinepregen.active_shot_index
         shot = shot_at(scene, index)
-        spec = render_passes.storyboard_shot_specs(scene)[index]
-        target = generate.shot_folder(shot) / "bundle"
-        if (target / "shot.json").is_file():
-            shutil.rmtree(target)
         wm = context.window_manager
         wm.progress_begin(0, 100)
         try:
-            folder = render_passes.render_shot_bundle(scene, spec, target,
-                                                      progress=lambda f, stage: wm.progress_update(int(100 * f)))
+            folder = generate.render_bundle(scene, index, progress=lambda f, stage: wm.progress_update(int(100 * f)))
         except (ValueError, RuntimeError, OSError):
             raise
         except Exception as error:  # a renderer or EXR failure must reach the artist as a report, not a traceback
             raise RuntimeError(f"{shot.name}: rendering the guidance passes failed: {error!r}") from error
         finally:
             wm.progress_end()
-        shot.bundle_path = str(Path(folder))
-        shot.status, shot.status_message = "PASSES_READY", f"bundle in {folder}"
         self.report({"INFO"}, f"{shot.name}: guidance passes written to {folder}")
         return {"FINISHED"}
 

@@ -6,7 +6,7 @@ import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from backend.conditioning import id_edges, inverse_depth, relative_cameras, working_resolution
-from backend.models.previs_dit import PRESETS, PrevisDiT
+from backend.models.previs_dit import PRESETS, PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import CLIPReferenceAdapter, ReferenceEncoder
 from backend.training.losses import training_loss
 
@@ -185,3 +185,15 @@ def test_conditioning_helpers():
     for a, b in zip(relative_cameras(cams, depth0), relative_cameras(moved, depth0), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-9)
     np.testing.assert_allclose(relative_cameras(cams, depth0)[1][:3, 3], [0.25, 0, 0])
+
+
+@pytest.mark.parametrize("prediction_type", ["sample", "velocity"])
+def test_velocity_from_output_gives_the_flow_velocity_for_a_perfect_prediction(prediction_type):
+    model = PrevisDiT.from_preset("tiny-test", prediction_type=prediction_type)
+    clean, noise = torch.randn(2, 3, 3, 16, 16), torch.randn(2, 3, 3, 16, 16)
+    sigma = torch.tensor([0.3, 0.9])
+    noisy = (1 - sigma[:, None, None, None, None]) * clean + sigma[:, None, None, None, None] * noise
+    perfect = clean if prediction_type == "sample" else noise - clean
+    torch.testing.assert_close(velocity_from_output(model, perfect, noisy, sigma), noise - clean)
+    with pytest.raises(ValueError, match="prediction_type"):
+        PrevisDiT.from_preset("tiny-test", prediction_type="epsilon")

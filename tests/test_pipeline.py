@@ -175,3 +175,28 @@ def test_bench_vq_measures_methods_against_full_precision_in_one_run(bundle_dir,
         assert 3.0 <= rows[method]["bits_per_weight"] < 8.0  # 3 bits of codes plus codebook or scale overhead
         assert 10.0 < rows[method]["psnr_vs_full"] < float("inf")  # close to, not identical with, full precision
         assert rows[method]["block_error"] > 0
+
+
+def test_bench_generate_times_each_variant_in_its_own_process(bundle_dir, weights_dir, capsys):
+    from backend.cli import main
+
+    assert main(["bench", "generate", "--bundle", str(bundle_dir), "--weights", str(weights_dir),
+                 "--repeats", "1"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith(weights_dir.name))
+    seconds, ratio, peak, added = row.split()[1:5]
+    assert float(seconds) > 0 and ratio == "1.00x" and float(peak) > float(added) >= 0
+
+
+def test_cli_eval_writes_table_json_and_contact_sheet(bundle_dir, weights_dir, tmp_path):
+    from PIL import Image
+
+    from backend.cli import main
+
+    assert main(["eval", "--bundles", str(bundle_dir), "--weights", str(weights_dir), "--steps", "1",
+                 "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert "clip" not in saved["bundles"][0] and saved["bundles"][0]["leakage"]["object"] == "hero"
+    assert "| warping error (lower is better) |" in (tmp_path / "eval.md").read_text()
+    sheet = Image.open(tmp_path / "contact_sheet.png")
+    assert sheet.height >= 144 and sheet.width > 5 * 200  # passes and three generated frames

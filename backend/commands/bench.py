@@ -88,45 +88,64 @@ def _bundle_paths(spec: str) -> list:
     return find_bundles([spec])
 
 
-def _time_shot(pipeline, bundle, repeats: int) -> float:
-    """Best wall time of ``repeats`` generations of the shot at the pipeline's default settings (one warm-up)."""
+def measure_generation(weights: str, mode: str | None, bundle_path: str, repeats: int) -> dict:
+    """Best wall time of ``repeats`` generations of the shot at the weights' default settings (after one warm-up),
+    and the process's peak resident memory before loading the model and after generating. Run it in a fresh
+    process per variant (``bench generate`` does), so peaks are the variant's own."""
+    import resource
+
+    from backend.pipelines.previs_pipeline import PrevisPipeline
+    from backend.quant.vq_linear import set_quantized_mode
+    from cinepregen_addon.core.shot_bundle import read_bundle
+
+    def peak_rss() -> int:  # ru_maxrss is in KiB on Linux
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    bundle = read_bundle(bundle_path)
+    before = peak_rss()
+    pipeline = PrevisPipeline.from_pretrained(weights)
+    if mode is not None:
+        set_quantized_mode(pipeline.transformer, mode)
     pipeline(bundle, seed=0)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         pipeline(bundle, seed=0)
         times.append(time.perf_counter() - start)
-    return min(times)
+    return {"seconds": min(times), "peak_rss": peak_rss(), "rss_before_model": before,
+            "steps": pipeline.sampling["num_inference_steps"], "frames": len(bundle.passes),
+            "size": (bundle.width, bundle.height)}
 
 
 def _run_generate(args) -> int:
-    """Seconds per shot at default settings: the full-precision weights and, in the same run, quantized variants
-    in both of their modes."""
+    """Seconds per shot and peak memory at default settings: the full-precision weights and, in the same run,
+    quantized variants in both of their modes, each in its own process."""
+    import multiprocessing
     import os
+    from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
-    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline
-    from backend.quant.vq_linear import set_quantized_mode
-    from cinepregen_addon.core.shot_bundle import read_bundle
+    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
 
-    weights = Path(args.weights or DEFAULT_WEIGHTS)
-    bundle = read_bundle(_bundle_paths(args.bundle)[0])
-    pipeline = PrevisPipeline.from_pretrained(weights)
-    steps = pipeline.sampling["num_inference_steps"]
-    print(f"shot {bundle.name!r}: {len(bundle.passes)} frames, {bundle.width}x{bundle.height}, {steps} steps, "
-          f"reference guidance {pipeline.sampling['reference_guidance_scale']}, {torch.get_num_threads()} torch "
-          f"threads, {os.cpu_count()} cores")
-    rows = [(weights.name, _time_shot(pipeline, bundle, args.repeats))]
-    for variant in args.quantized or []:
-        quantized = PrevisPipeline.from_pretrained(variant)
-        rows.append((f"{Path(variant).name}, dequantize once", _time_shot(quantized, bundle, args.repeats)))
-        set_quantized_mode(quantized.transformer, "per_call")
-        rows.append((f"{Path(variant).name}, dequantize per call", _time_shot(quantized, bundle, args.repeats)))
-    base = rows[0][1]
-    print(f"{'variant':<44} {'s/shot':>8} {'vs first':>9}")
-    for name, seconds in rows:
-        print(f"{name:<44} {seconds:>8.2f} {seconds / base:>8.2f}x")
+    bundle = str(_bundle_paths(args.bundle)[0])
+    variants = [(str(args.weights or DEFAULT_WEIGHTS), None, Path(args.weights or DEFAULT_WEIGHTS).name)]
+    for folder in args.quantized or []:
+        variants += [(folder, "cached", f"{Path(folder).name}, dequantize once"),
+                     (folder, "per_call", f"{Path(folder).name}, dequantize per call")]
+    rows = []
+    for weights, mode, name in variants:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows.append((name, pool.submit(measure_generation, weights, mode, bundle, args.repeats).result()))
+    first = rows[0][1]
+    print(f"{first['frames']} frames, {first['size'][0]}x{first['size'][1]}, {first['steps']} steps, "
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores; peak = process peak RSS, "
+          f"added = over the same process before the model was loaded")
+    print(f"{'variant':<44} {'s/shot':>8} {'vs first':>9} {'peak MiB':>9} {'added MiB':>10}")
+    for name, row in rows:
+        added = row["peak_rss"] - row["rss_before_model"]
+        print(f"{name:<44} {row['seconds']:>8.2f} {row['seconds'] / first['seconds']:>8.2f}x "
+              f"{row['peak_rss'] / 2**20:>9.0f} {added / 2**20:>10.0f}")
     return 0
 
 
@@ -164,7 +183,7 @@ def _add_vq(benchmarks) -> None:
     parser.add_argument("--bundles", required=True, help="held-out shots (folder of bundles or dataset split)")
     parser.add_argument("--shots", type=int, default=4, help="how many of them to generate (default: 4)")
     parser.add_argument("--weights", help="full-precision model folder (default: the shipped previs-tiny)")
-    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3], choices=(2, 3, 4))
+    parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4], choices=(2, 3, 4))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--iterations", type=int, default=None, help="calibration steps per block (default: VQConfig)")
     parser.add_argument("--samples", type=int, default=None, help="calibration forwards (default: VQConfig)")
@@ -172,7 +191,31 @@ def _add_vq(benchmarks) -> None:
     parser.set_defaults(func=_run_vq)
 
 
-BENCHMARKS = [_add_passes, _add_generate, _add_vq]
+def _run_vq_scale(args) -> int:
+    from backend.quant.benchmark import scale_run
+
+    result = scale_run(args.bits, args.iterations, args.samples)
+    block, config = result["per_block"], result["config"]
+    print(f"one random block of DiT-XL/2 width ({result['block_linear_weights'] / 1e6:.1f} M linear weights), "
+          f"{result['bits']}-bit VQ4DiT (d={config['d']}, k={config['k']}, n={config['n']}), "
+          f"{config['iterations']} calibration steps x {config['calibration_samples']} samples of batch "
+          f"{config['batch_size']}, {result['threads']} threads")
+    print(f"k-means initialisation {block['kmeans_init_s']:.1f} s, calibration {block['calibration_s']:.1f} s, "
+          f"block total {block['total_s']:.1f} s")
+    print(f"extrapolated to DiT-XL/2's 28 blocks: {result['extrapolated_28_blocks_s'] / 60:.1f} min on this CPU "
+          f"(paper: 20 min to 5 h on one A100 for DiT-XL/2)")
+    return 0
+
+
+def _add_vq_scale(benchmarks) -> None:
+    parser = benchmarks.add_parser("vq-scale", help="VQ4DiT time per block at DiT-XL/2 width, extrapolated")
+    parser.add_argument("--bits", type=int, default=2, choices=(2, 3, 4))
+    parser.add_argument("--iterations", type=int, default=None, help="calibration steps per block (default: VQConfig)")
+    parser.add_argument("--samples", type=int, default=None, help="calibration forwards (default: VQConfig)")
+    parser.set_defaults(func=_run_vq_scale)
+
+
+BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_scale]
 
 
 def add_parser(subparsers):

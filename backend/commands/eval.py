@@ -35,7 +35,7 @@ def find_bundles(specs: list[str]) -> list[Path]:
 def _run(args) -> int:
     from tqdm import tqdm
 
-    from backend.eval.evaluate import evaluate_bundles, write_report
+    from backend.eval.evaluate import contact_sheet, evaluate_bundles, write_report
     from backend.pipelines.previs_pipeline import make_generate_fn
 
     try:
@@ -56,8 +56,10 @@ def _run(args) -> int:
 
         evaluation = evaluate_bundles(bundles, generate_fn, seed=args.seed, progress=progress)
     markdown, report = write_report(evaluation, args.out)
+    sheet = Path(args.out) / "contact_sheet.png"
+    contact_sheet(evaluation).save(sheet)
     print(markdown.read_text())
-    print(f"wrote {markdown} and {report}")
+    print(f"wrote {markdown}, {report} and {sheet}")
     return 0
 
 

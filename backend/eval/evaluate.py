@@ -147,6 +147,7 @@ def evaluate_bundle(
             "after_swap": metrics.binding_accuracy(swapped, object_ids, pair, {a: b, b: a}),
         }
     report(1.0, "done")
+    result["clip"] = clip  # for pictures (contact sheets); write_report leaves it out
     return result
 
 
@@ -267,11 +268,35 @@ def _json_safe(value):
     return value
 
 
+def contact_sheet(evaluation: dict, shots: int = 8):
+    """Per evaluated shot (the first ``shots``): depth and object-ID passes, the target (when there is one) and the
+    generated clip at its first, middle and last frames. Returns a PIL image."""
+    from backend.previews import depth_preview, depth_range, labelled_grid, object_id_preview
+
+    rows = []
+    for result in evaluation["bundles"][:shots]:
+        bundle = read_bundle(result["path"])
+        clip = result["clip"]
+        picks = [0, len(clip) // 2, len(clip) - 1]
+        near, far = depth_range([p.depth for p in bundle.passes])
+        cells = [depth_preview(bundle.passes[0].depth, near, far), object_id_preview(bundle.passes[0].object_id)]
+        target = load_target_frames(result["path"])
+        label = f"{bundle.name}\npasses | "
+        if target is not None:
+            cells += [np.round(target[i] * 255).astype(np.uint8) for i in picks]
+            label += "target | "
+        cells += [np.round(clip[i] * 255).astype(np.uint8) for i in picks]
+        psnr = _lookup(result, ("fidelity", "psnr"))
+        rows.append((label + "generated" + (f"\nPSNR {psnr:.1f} dB" if psnr is not None else ""), cells))
+    return labelled_grid(rows)
+
+
 def write_report(evaluation: dict, out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``eval.md`` and ``eval.json`` into ``out_dir`` and return their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, report = out_dir / "eval.md", out_dir / "eval.json"
     markdown.write_text(format_markdown(evaluation))
-    report.write_text(json.dumps(_json_safe(evaluation), indent=2, allow_nan=False))
+    stored = {**evaluation, "bundles": [{k: v for k, v in r.items() if k != "clip"} for r in evaluation["bundles"]]}
+    report.write_text(json.dumps(_json_safe(stored), indent=2, allow_nan=False))
     return markdown, report

@@ -18,8 +18,14 @@ Design choices, each for this project's constraints (CPU-only, no pretrained wei
 - Attention layers are diffusers ``Attention`` modules (swappable processors); the spatial ones carry the masked
   IP-Adapter processor (``backend.models.masked_ip_adapter``), whose weights are part of this model's state dict.
 
-The model predicts the flow-matching velocity ``noise - clean`` (rectified flow);
-its objective is ``backend.training.losses.training_loss``.
+- **Clean-frame prediction** (``prediction_type="sample"``, the default): the network outputs the clean frames and
+  the velocity ``noise - clean`` that the flow-matching sampler integrates is derived from it
+  (:func:`velocity_from_output`). With 8x8 patches a token must emit 192 values from a 128-wide hidden state:
+  clean frames lie near a low-dimensional manifold and fit through that bottleneck, noise does not (Li & He 2025,
+  "Back to Basics: Let Denoising Generative Models Denoise", arXiv:2511.13720). Measured here: the same model
+  trained 500 steps to predict the velocity sampled pure-noise-textured clips (10.3 dB PSNR against the targets).
+  ``"velocity"`` remains for models that predict it directly. The objective is
+  ``backend.training.losses.training_loss``.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from diffusers.models.modeling_utils import ModelMixin
 
 from backend.conditioning import CONDITION_CHANNELS, masks_to_tokens
 from backend.models.masked_ip_adapter import MaskedIPAttnProcessor
+
+PREDICTION_TYPES = ("sample", "velocity")
+MIN_SIGMA = 0.05  # clean-frame prediction: velocity = (noisy - clean) / sigma, with sigma clamped here
 
 # Named sizes (DiT-style registry). previs-tiny (2.9 M params): a 16-frame 128x72 shot, 10 steps with CFG, 3.4 s here.
 PRESETS: dict[str, dict] = {
@@ -106,6 +115,7 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         reference_dim: width of the reference tokens the masked IP processors read.
         attention: "factorised" (spatial then temporal, the default, faster here) or "full" (one 3-D attention).
         sample_size: (height, width) the model is trained at; sets the token budget the pipeline runs at.
+        prediction_type: "sample" (the network outputs clean frames) or "velocity" (it outputs noise - clean).
     """
 
     _supports_gradient_checkpointing = True
@@ -113,8 +123,11 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
     @register_to_config
     def __init__(self, in_channels: int = 3, condition_channels: int = CONDITION_CHANNELS, patch_size: int = 8,
                  hidden_size: int = 192, depth: int = 6, num_heads: int = 6, mlp_ratio: float = 4.0,
-                 reference_dim: int = 128, attention: str = "factorised", sample_size: tuple[int, int] = (72, 128)):
+                 reference_dim: int = 128, attention: str = "factorised", sample_size: tuple[int, int] = (72, 128),
+                 prediction_type: str = "sample"):
         super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if attention not in ("factorised", "full"):
             raise ValueError(f"attention must be 'factorised' or 'full', got {attention!r}")
         if hidden_size % num_heads or hidden_size % 4:
@@ -152,7 +165,7 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
     def forward(self, noisy_frames: torch.Tensor, timestep: torch.Tensor, guidance: torch.Tensor,
                 reference_tokens: torch.Tensor | None = None, object_masks: torch.Tensor | None = None,
                 reference_strengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Velocity prediction (B, F, 3, H, W).
+        """Clean frames or velocity (``config.prediction_type``), (B, F, 3, H, W); see :func:`velocity_from_output`.
 
         Args:
             noisy_frames: (B, F, 3, H, W). timestep: (B,) or scalar, in [0, 1000] (sigma * 1000).
@@ -221,6 +234,18 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         weights = weights.transpose(1, 2).reshape(batch * frames, n_obj, -1)  # (B*F, R, N or 1)
         return {"ip_hidden_states": refs, "ip_adapter_masks": weights}
 
+
+
+def velocity_from_output(model: PrevisDiT, output: torch.Tensor, noisy_frames: torch.Tensor,
+                         sigma: torch.Tensor) -> torch.Tensor:
+    """The flow-matching velocity ``noise - clean`` from the model's output, whichever it predicts.
+
+    ``sigma``: (B,) noise level in [0, 1] of ``noisy_frames = (1 - sigma) * clean + sigma * noise``.
+    """
+    if model.config.prediction_type == "velocity":
+        return output
+    sigma = sigma.reshape(-1, 1, 1, 1, 1).to(output.dtype).clamp(min=MIN_SIGMA)
+    return (noisy_frames - output) / sigma
 
 
 def make_calibration_inputs(model: PrevisDiT, batch_size: int, frames: int = 8, objects: int = 3,

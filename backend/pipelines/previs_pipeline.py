@@ -1,7 +1,7 @@
 """PrevisPipeline: shot bundle in, frames out, with one readable denoising loop.
 
 Scheduler: diffusers' ``FlowMatchEulerDiscreteScheduler``, because the model is trained with the rectified-flow
-objective (``backend.training.losses``): the velocity the model predicts is exactly what the Euler step integrates,
+objective (``backend.training.losses``): the velocity derived from the model's output is what the Euler step integrates,
 sampling is deterministic (no noise is injected after the start), and flow matching holds up at the low step counts
 a CPU can afford. Classifier-free guidance is over references: the unconditional branch drops every reference
 (strength 0, which the model treats exactly as absent), so ``reference_guidance_scale`` sharpens each object's look.
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.conditioning import batch_conditions, shot_conditions
-from backend.models.previs_dit import PrevisDiT
+from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
@@ -160,8 +160,9 @@ class PrevisPipeline:
         self.scheduler.set_timesteps(steps, device=self.device)
         for i, t in enumerate(self.scheduler.timesteps):
             model_input = sample.repeat(2, 1, 1, 1, 1) if use_cfg else sample
-            velocity = self.transformer(model_input, t.expand(model_input.shape[0]), guidance, tokens, masks,
-                                        strengths)
+            timestep = t.expand(model_input.shape[0])
+            output = self.transformer(model_input, timestep, guidance, tokens, masks, strengths)
+            velocity = velocity_from_output(self.transformer, output, model_input, timestep / 1000)
             if use_cfg:
                 uncond, cond = velocity.chunk(2)
                 velocity = uncond + scale * (cond - uncond)

@@ -1,8 +1,9 @@
 """Training objective of the previs model: rectified flow (flow matching) with reference dropout.
 
-x_t = (1 - s) * x_0 + s * noise, s ~ logit-normal (Esser et al. 2024, SD3), and the model regresses the velocity
-``noise - x_0``. This is the convention of diffusers' ``FlowMatchEulerDiscreteScheduler`` (timestep = s * 1000),
-which the sampling pipeline uses, so a trained model samples with plain Euler steps and no conversion.
+x_t = (1 - s) * x_0 + s * noise, s ~ logit-normal (Esser et al. 2024, SD3), and the loss is the MSE of the velocity
+``noise - x_0``, whichever the model outputs (clean frames are turned into a velocity first: the "x-prediction,
+v-loss" of Li & He 2025). This is the convention of diffusers' ``FlowMatchEulerDiscreteScheduler``
+(timestep = s * 1000), which the sampling pipeline uses, so a trained model samples with plain Euler steps.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from backend.models.previs_dit import PrevisDiT
+from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 
 
@@ -37,5 +38,6 @@ def training_loss(model: PrevisDiT, reference_encoder: ReferenceEncoder, batch: 
         tokens = reference_encoder(batch["references"].flatten(0, 1)).unflatten(0, (batch_size, n_obj))
         keep = (torch.rand(batch_size, generator=generator, device=device) >= reference_dropout).to(frames.dtype)
         strengths = batch["reference_strengths"] * keep[:, None]
-    prediction = model(noisy, sigma * 1000, batch["guidance"], tokens, batch.get("object_masks"), strengths)
-    return F.mse_loss(prediction.float(), (noise - frames).float())
+    output = model(noisy, sigma * 1000, batch["guidance"], tokens, batch.get("object_masks"), strengths)
+    velocity = velocity_from_output(model, output, noisy, sigma)
+    return F.mse_loss(velocity.float(), (noise - frames).float())
