@@ -200,3 +200,12 @@ def test_cli_eval_writes_table_json_and_contact_sheet(bundle_dir, weights_dir, t
     assert "| warping error (lower is better) |" in (tmp_path / "eval.md").read_text()
     sheet = Image.open(tmp_path / "contact_sheet.png")
     assert sheet.height >= 144 and sheet.width > 5 * 200  # passes and three generated frames
+
+
+def test_bench_service_compares_the_service_with_a_direct_generate(bundle_dir, weights_dir, capsys):
+    from backend.cli import main
+
+    assert main(["bench", "service", "--bundle", str(bundle_dir), "--weights", str(weights_dir),
+                 "--poll-seconds", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "direct generate_shot" in out and "through the service" in out and "status endpoint" in out

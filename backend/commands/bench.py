@@ -215,7 +215,60 @@ def _add_vq_scale(benchmarks) -> None:
     parser.set_defaults(func=_run_vq_scale)
 
 
-BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_scale]
+def _run_service(args) -> int:
+    """The service against a direct ``generate_shot`` of the same bundle, in one run: the service's overhead (upload,
+    queue, extraction, thumbnails, result files, polling) and the status requests per second it answers on
+    loopback while the model is denoising."""
+    import tempfile
+
+    from backend.pipelines.generate import generate_shot
+    from backend.server import measure_status_rps
+    from backend.server.app import Settings, create_app, serve_in_thread
+    from cinepregen_addon.core.backend_client import BackendClient
+    from cinepregen_addon.core.shot_bundle import zip_bundle
+
+    bundle = _bundle_paths(args.bundle)[0]
+    weights = Path(args.weights) if args.weights else None
+    with tempfile.TemporaryDirectory(prefix="cinepregen-bench-service-") as tmp:
+        generate_shot(bundle, Path(tmp) / "warm-up", weights=weights)  # load caches, as a running server has
+        start = time.perf_counter()
+        generate_shot(bundle, Path(tmp) / "direct", weights=weights)
+        direct = time.perf_counter() - start
+        archive = zip_bundle(bundle, Path(tmp) / "bundle.zip")
+        with serve_in_thread(create_app(Settings(data_dir=Path(tmp) / "server", weights=weights))) as url:
+            client = BackendClient(url)
+            start = time.perf_counter()
+            job_id = client.submit(archive)
+            while (job := client.status(job_id))["stage"] != "denoise" and job["status"] in ("queued", "running"):
+                time.sleep(0.02)
+            rps = measure_status_rps(url, job_id, args.poll_seconds) if job["stage"] == "denoise" else None
+            still_denoising = client.status(job_id)["stage"] == "denoise"
+            job = client.wait(job_id, timeout=600, poll_interval=0.1)
+            client.download(job_id, Path(tmp) / "downloaded")
+            served = time.perf_counter() - start
+    if job["status"] != "done":
+        print(f"the job ended {job['status']}: {job.get('error')}")
+        return 1
+    print(f"direct generate_shot {direct:.2f} s; through the service (submit to downloaded) {served:.2f} s; "
+          f"overhead {served - direct:+.2f} s ({served / direct:.2f}x)")
+    if rps is None or not still_denoising:
+        print("status endpoint: the job left its denoising stage before the polling ended; no figure "
+              "(use a longer shot or a shorter --poll-seconds)")
+    else:
+        print(f"status endpoint while denoising: {rps:.0f} requests/s on loopback over {args.poll_seconds:g} s "
+              "(one client, back to back)")
+    return 0
+
+
+def _add_service(benchmarks) -> None:
+    parser = benchmarks.add_parser("service", help="service overhead over a direct generate, status requests/s")
+    parser.add_argument("--bundle", required=True, help="a shot bundle (folder, zip or dataset shot folder)")
+    parser.add_argument("--weights", help="model folder (default: the shipped previs-tiny)")
+    parser.add_argument("--poll-seconds", type=float, default=2.0, help="how long to poll the status endpoint")
+    parser.set_defaults(func=_run_service)
+
+
+BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_scale, _add_service]
 
 
 def add_parser(subparsers):
