@@ -39,7 +39,7 @@ class DemoShot:
 
 
 DEMO_SHOTS = (
-    DemoShot("Crane up on the hero", "Hero", "FS", "LOW", 35.0, {"kind": "crane", "params": {"rise": 1.2}},
+    DemoShot("Crane up on the hero", "Hero", "LS", "EYE_LEVEL", 35.0, {"kind": "crane", "params": {"rise": 1.2}},
              "the hero waits in the courtyard"),
     DemoShot("Dolly in on the robot", "Robot", "LS", "EYE_LEVEL", 40.0,
              {"kind": "dolly", "params": {"distance": 1.5}}, "the robot rolls past"),

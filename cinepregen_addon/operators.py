@@ -390,6 +390,7 @@ def frame_shot_subject(scene, shot) -> CameraPose:
         raise ValueError(f"shot {shot.name!r} has no subject to frame")
     if shot.camera is None:
         raise ValueError(f"shot {shot.name!r} has no camera")
+    scene.view_layers[0].update()  # a subject placed by a script has no current matrix_world until evaluated
     center, height = subject_extent(shot.subject)
     fraction = framing.SHOT_SIZES[shot.shot_size]
     if fraction > 1.0 and shot.camera_angle != "OVERHEAD":

@@ -159,10 +159,10 @@ def _set_exr_output(o: _Overrides, image_settings) -> None:
 
 def _set_common(o: _Overrides, scene, spec: ShotRenderSpec, camera, filepath: str) -> None:
     render = scene.render
-    o.set(scene, "camera", camera)
     for marker in scene.timeline_markers:  # bound markers would switch cameras mid-shot
         if marker.camera is not None:
             o.set(marker, "camera", None)
+    o.set(scene, "camera", camera)  # after the markers: unbinding one may switch the scene camera
     o.set(scene, "frame_start", spec.frame_start)
     o.set(scene, "frame_end", spec.frame_end)
     o.set(scene, "frame_step", 1)

@@ -8,6 +8,8 @@ from PIL import Image
 
 from backend.cli import main
 from backend.demo import DEMO_SHOTS
+from cinepregen_addon.core.camera_geometry import camera_to_world
+from cinepregen_addon.core.shot_bundle import read_bundle
 
 FRAMES = 4
 
@@ -52,6 +54,15 @@ def test_demo_board_is_a_real_storyboard_with_strips(tmp_path):
     assert strips == {s.name: (s.frame_start, s.frame_end + 1) for s in shots}
     moved = [s.camera for s in shots if s.camera.animation_data is not None]
     assert len(moved) == len(DEMO_SHOTS)
+
+    # Each bundle was rendered through its own shot's camera, which frames its subject above the floor.
+    for shot in shots:
+        bundle = read_bundle(shot.bundle_path)
+        assert bundle.shot["camera_name"] == shot.camera.name
+        subject_id = next(o.id for o in bundle.objects if o.name == shot.subject.name)
+        centre = (bundle.passes[0].object_id[24:48, 43:85] == subject_id).mean()
+        assert centre > 0.3, (shot.name, centre)
+        assert min(camera_to_world(c.world_to_camera)[2, 3] for c in bundle.cameras) > 0.1, shot.name
 
 
 def test_demo_without_weights_says_how_to_get_them(tmp_path, capsys):

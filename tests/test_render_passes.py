@@ -69,8 +69,10 @@ def shots(tmp_path_factory):
     _write_png(tmp / "sphere.png", sphere_ref)
     scene.objects["Sphere"][REFERENCE_PROPERTY] = str(tmp / "sphere.png")
 
-    marker = scene.timeline_markers.new("side", frame=1)
-    marker.camera = side  # an animatic marker: the pass render must still use the shot's camera
+    # An animatic's camera markers: the pass render must still use each shot's own camera, whichever marker is
+    # bound and whichever camera the scene has when the render starts.
+    scene.timeline_markers.new("side", frame=1).camera = side
+    scene.timeline_markers.new("truck", frame=2).camera = scene.objects[info["camera"]]
     settings = _artist_settings(scene)
     ids = ensure_object_ids(scene)
     truck = render_shot_bundle(scene, ShotRenderSpec("truck", info["camera"], 1, FRAMES, prompt="a test"),
