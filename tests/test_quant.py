@@ -301,6 +301,7 @@ def test_quantize_command_quantizes_the_transformer_of_a_pipeline_folder(trained
     (dense / "scheduler").mkdir()
     (dense / "scheduler" / "scheduler_config.json").write_text('{"shift": 1.0}')
     (dense / "pipeline.json").write_text('{"num_inference_steps": 4}')
+    (dense / "README.md").write_text("model card of the full-precision model")
     argv = ["quantize", "--bits", "3", "--method", "kmeans", "--weights", str(dense), "--out", str(out),
             "--model-class", f"{TinyDiT.__module__}:TinyDiT", "--samples", "2"]
     assert cinepregen(argv) == 0
@@ -310,6 +311,7 @@ def test_quantize_command_quantizes_the_transformer_of_a_pipeline_folder(trained
     assert saved["run"]["mean_block_error"] > 0  # the model module's make_calibration_inputs was used
     assert (out / "pipeline.json").read_text() == '{"num_inference_steps": 4}'
     assert (out / "scheduler" / "scheduler_config.json").is_file()
+    assert not (out / "README.md").exists()  # the card describes the full-precision model
     model = load_quantized(None, out / "transformer")  # the class recorded at save time
     assert isinstance(model.blocks[0].mlp[0], VQLinear)
 
@@ -342,3 +344,18 @@ def test_generic_calibration_inputs_follow_the_config_and_refuse_unknown_argumen
     assert inputs["hidden_states"].shape == (2, 4, 3, 8, 8) and inputs["timestep"].shape == (2,)
     with pytest.raises(ValueError, match=r"forward\(camera=...\); define make_calibration_inputs"):
         gaussian_calibration_inputs(CameraDiT(), 2)
+
+
+def test_scale_run_times_one_block_and_counts_codebook_overhead() -> None:
+    from backend.quant.benchmark import scale_run
+
+    shape = {"blocks": 5, "hidden_size": 64, "num_heads": 2}
+    result = scale_run(2, iterations=2, samples=1, shape=shape)
+    block = result["per_block"]
+    assert block["kmeans_init_s"] > 0 and block["total_s"] > 0  # calibration_s is their difference: noisy at 2 steps
+    assert result["extrapolated_s"] == pytest.approx(5 * block["total_s"])
+    # 2 bits of codes plus one 256 x 4 fp16 codebook per layer: large on 64-wide layers, the share that shrinks
+    # with width (DiT-XL/2's 1152-wide layers).
+    assert result["bits_per_weight"] > 2.5
+    assert result["fp16_size_ratio"] == pytest.approx(16 / result["bits_per_weight"])
+

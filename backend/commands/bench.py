@@ -85,7 +85,10 @@ def _add_passes(benchmarks) -> None:
 def _bundle_paths(spec: str) -> list:
     from backend.commands.eval import find_bundles
 
-    return find_bundles([spec])
+    try:
+        return find_bundles([spec])
+    except ValueError as error:
+        raise SystemExit(f"cinepregen bench: {error}") from None
 
 
 def measure_generation(weights: str, mode: str | None, bundle_path: str, repeats: int) -> dict:
@@ -202,8 +205,10 @@ def _run_vq_scale(args) -> int:
           f"{config['batch_size']}, {result['threads']} threads")
     print(f"k-means initialisation {block['kmeans_init_s']:.1f} s, calibration {block['calibration_s']:.1f} s, "
           f"block total {block['total_s']:.1f} s")
-    print(f"extrapolated to DiT-XL/2's 28 blocks: {result['extrapolated_28_blocks_s'] / 60:.1f} min on this CPU "
-          f"(paper: 20 min to 5 h on one A100 for DiT-XL/2)")
+    print(f"stored {result['bits_per_weight']:.3f} bits/weight (codebooks included): "
+          f"1/{result['fp16_size_ratio']:.1f} of the block's fp16 size")
+    print(f"extrapolated to DiT-XL/2's {result['blocks']} blocks: {result['extrapolated_s'] / 60:.1f} min "
+          f"on this CPU (paper: 20 min to 5 h on one A100 for DiT-XL/2)")
     return 0
 
 

@@ -87,15 +87,17 @@ def gaussian_calibration_inputs(model, batch_size: int) -> dict:
     return kwargs
 
 
+PIPELINE_FILES = ("pipeline.json", "model_index.json")
+
+
 def _copy_pipeline_parts(weights: Path, out: Path) -> None:
-    """Copy every part of a pipeline folder except the transformer, which is written quantized."""
+    """Copy the pipeline's parts (component folders, sampler settings) except the transformer, which is written
+    quantized. Model cards, evaluations and pictures describe the full-precision model, so they stay behind."""
     out.mkdir(parents=True, exist_ok=True)
     for entry in weights.iterdir():
-        if entry.name == "transformer":
-            continue
-        if entry.is_dir():
+        if entry.is_dir() and entry.name != "transformer":
             shutil.copytree(entry, out / entry.name, dirs_exist_ok=True)
-        else:
+        elif entry.name in PIPELINE_FILES:
             shutil.copy2(entry, out / entry.name)
 
 

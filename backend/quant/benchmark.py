@@ -115,16 +115,18 @@ def format_table(results: dict) -> str:
 DIT_XL_2 = {"blocks": 28, "hidden_size": 1152, "num_heads": 16}
 
 
-def scale_run(bits: int = 2, iterations: int | None = None, samples: int | None = None) -> dict:
+def scale_run(bits: int = 2, iterations: int | None = None, samples: int | None = None,
+              shape: dict = DIT_XL_2) -> dict:
     """Time k-means initialisation and VQ4DiT calibration for one randomly initialised block of DiT-XL/2's width
-    (hidden 1152, 16 heads, MLP x4) and extrapolate to its 28 blocks. Weights are random, so the errors mean
-    nothing; the time is what scales."""
+    (hidden 1152, 16 heads, MLP x4; or another `shape`) and extrapolate to all its blocks. Weights are random, so
+    the errors mean nothing; the time (and the codebooks' share of the stored bits) is what scales. Calibration time
+    is a VQ4DiT run less a k-means-only run of the same block."""
     import torch
 
     from backend.models.previs_dit import PrevisDiT, make_calibration_inputs
 
     torch.manual_seed(0)
-    model = PrevisDiT(hidden_size=DIT_XL_2["hidden_size"], num_heads=DIT_XL_2["num_heads"], depth=1).eval()
+    model = PrevisDiT(hidden_size=shape["hidden_size"], num_heads=shape["num_heads"], depth=1).eval()
     block_weights = sum(m.weight.numel() for m in model.blocks[0].modules() if isinstance(m, torch.nn.Linear))
     overrides = {k: v for k, v in (("iterations", iterations), ("calibration_samples", samples)) if v is not None}
     config = bits_to_vq_config(bits, **overrides)
@@ -135,9 +137,12 @@ def scale_run(bits: int = 2, iterations: int | None = None, samples: int | None 
         info = quantize_model(fresh, method, bits, config,
                               make_calibration_inputs=lambda m=fresh: make_calibration_inputs(m, config.batch_size))
         timings[method] = info.seconds
+        stored_bits_per_weight = info.bits_per_weight
     per_block = {"kmeans_init_s": timings["kmeans"], "calibration_s": timings["vq4dit"] - timings["kmeans"],
                  "total_s": timings["vq4dit"]}
     return {"bits": bits, "config": {"iterations": config.iterations, "calibration_samples": config.calibration_samples,
                                      "batch_size": config.batch_size, "d": config.d, "k": config.k, "n": config.n},
             "block_linear_weights": block_weights, "per_block": per_block,
-            "extrapolated_28_blocks_s": per_block["total_s"] * DIT_XL_2["blocks"], "threads": torch.get_num_threads()}
+            "bits_per_weight": stored_bits_per_weight, "fp16_size_ratio": 16 / stored_bits_per_weight,
+            "blocks": shape["blocks"], "extrapolated_s": per_block["total_s"] * shape["blocks"],
+            "threads": torch.get_num_threads()}
