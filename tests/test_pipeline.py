@@ -175,6 +175,7 @@ def test_bench_vq_measures_methods_against_full_precision_in_one_run(bundle_dir,
         assert 3.0 <= rows[method]["bits_per_weight"] < 8.0  # 3 bits of codes plus codebook or scale overhead
         assert 10.0 < rows[method]["psnr_vs_full"] < float("inf")  # close to, not identical with, full precision
         assert rows[method]["block_error"] > 0
+        assert rows[method]["leakage"] >= 0 and rows[method]["seconds_per_shot"] > 0  # the evaluation harness ran
 
 
 def test_bench_generate_times_each_variant_in_its_own_process(bundle_dir, weights_dir, capsys):

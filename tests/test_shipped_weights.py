@@ -1,7 +1,8 @@
 """The shipped default model (``backend/weights/previs-tiny``) on a real held-out-style shot rendered here.
 
 The figures it must reach are the model card's own (``eval_heldout.json`` beside the weights, written by
-``cinepregen eval`` on the 16 held-out shots), with margins for a single short shot instead of a 16-shot mean.
+``cinepregen eval`` on the 16 held-out shots): the new shot must fall within their per-shot spread, by a stated
+margin, and meet the model issue's warping-error target.
 """
 
 import json
@@ -14,13 +15,15 @@ from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline, m
 from cinepregen_addon.core.shot_bundle import read_bundle
 
 FRAMES = 8
-PSNR_MARGIN_DB = 3.0  # one 8-frame shot against the held-out mean
-RATIO_MARGIN = 0.2  # warping-error and leakage ratios of one shot against their held-out means
+MARGIN_DB = 1.0  # below the worst held-out shot's PSNR
+RATIO_MARGIN = 0.1  # above the worst held-out shot's warping-error and leakage ratios
+WARPING_TARGET = 0.6  # the model issue's target: at most 0.6x the warping error of independent frames
 
 
-def card_figures() -> dict:
-    summary = json.loads((DEFAULT_WEIGHTS / "eval_heldout.json").read_text())["summary"]
-    return {row["metric"]: row for row in summary}
+def card_shots() -> list[dict]:
+    """Per-shot figures of the model card's held-out evaluation: one new shot is held to their spread, not their
+    mean (held-out PSNR ranges from about 10 to 25 dB between scenes)."""
+    return json.loads((DEFAULT_WEIGHTS / "eval_heldout.json").read_text())["bundles"]
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +44,17 @@ def test_shipped_weights_are_deterministic_in_range_and_of_the_bundles_shape(sho
     np.testing.assert_array_equal(pipeline(bundle, seed=0), clip)
 
 
-def test_shipped_weights_reach_the_model_cards_figures_within_margins(shot):
-    card = card_figures()
+def warping_ratio(result: dict) -> float:
+    return result["model"]["warping_error"] / result["independent_frames"]["warping_error"]
+
+
+def test_shipped_weights_stay_within_the_model_cards_held_out_figures(shot):
+    card = card_shots()
     result = evaluate_bundle(read_bundle(shot / "bundle"), make_generate_fn(), seed=0,
                              target_frames=load_target_frames(shot / "bundle"))
-    assert result["fidelity"]["psnr"] >= card["PSNR vs target (dB)"]["model"] - PSNR_MARGIN_DB
-    row = card["warping error (lower is better)"]
-    ratio = result["model"]["warping_error"] / result["independent_frames"]["warping_error"]
-    assert ratio <= row["model"] / row["baseline"] + RATIO_MARGIN
+    assert result["fidelity"]["psnr"] >= min(b["fidelity"]["psnr"] for b in card) - MARGIN_DB
+    assert warping_ratio(result) <= min(max(warping_ratio(b) for b in card) + RATIO_MARGIN, WARPING_TARGET)
     if result["leakage"] is not None:
-        assert result["leakage"]["masked"]["ratio"] <= card["leakage: outside/inside change ratio"]["model"] \
-            + RATIO_MARGIN
+        masked, unmasked = result["leakage"]["masked"]["ratio"], result["leakage"]["unmasked"]["ratio"]
+        assert masked <= max(b["leakage"]["masked"]["ratio"] for b in card if b["leakage"]) + RATIO_MARGIN
+        assert masked < unmasked

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -167,6 +168,7 @@ def _run_vq(args) -> int:
     results = run_vq_benchmark(
         weights=Path(args.weights) if args.weights else None, bundles=_bundle_paths(args.bundles)[: args.shots],
         bits=args.bits, methods=args.methods, iterations=args.iterations, samples=args.samples,
+        progress=lambda message: print(f"bench vq: {message}", file=sys.stderr, flush=True),
     )
     table = format_table(results)
     print(table)

@@ -171,10 +171,11 @@ class PrevisPipeline:
         return sample
 
 
-def make_generate_fn(weights: str | Path | None = None, steps: int | None = None, device: str = "cpu"):
-    """The pipeline as the evaluation harness's ``generate_fn(bundle, *, seed, references_override=None,
-    independent_frames=False, masked=True) -> (F, H, W, 3)`` (``backend.eval.evaluate``)."""
-    pipeline = PrevisPipeline.from_pretrained(weights or DEFAULT_WEIGHTS, device=device)
+def make_generate_fn(weights: str | Path | None = None, steps: int | None = None, device: str = "cpu",
+                     pipeline: PrevisPipeline | None = None):
+    """The pipeline (given, or loaded from ``weights``) as the evaluation harness's ``generate_fn(bundle, *, seed,
+    references_override=None, independent_frames=False, masked=True) -> (F, H, W, 3)`` (``backend.eval.evaluate``)."""
+    pipeline = pipeline or PrevisPipeline.from_pretrained(weights or DEFAULT_WEIGHTS, device=device)
 
     def generate_fn(bundle, *, seed: int, references_override=None, independent_frames: bool = False,
                     masked: bool = True) -> np.ndarray:

@@ -3,10 +3,10 @@
 For every bit width and method the full-precision transformer is loaded afresh, quantized (calibrated where the
 method calibrates, on zero-data inputs), saved in the packed format and measured: bits per weight with codebooks
 (or scales) included, size on disk, the relative block-output error on held-out calibration inputs, and what a
-user sees — the clips it generates for held-out shots compared with the full-precision model's clips (same seeds)
-and with the engine's target renders, and their warping error. Latency and peak memory of the shipped quantized
-folders in both modes are ``bench generate --quantized``'s; their full evaluation (leakage, binding) is
-``cinepregen eval --weights``'s.
+user sees — the held-out shots evaluated by the model issue's harness with the same seeds (warping error, PSNR
+against the engine's target renders, leakage of a reference edit) and the clips compared with the full-precision
+model's. Latency and peak memory of the shipped quantized folders in both modes are ``bench generate
+--quantized``'s, each variant in its own process.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,41 +28,63 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def _generate_all(pipeline, bundles) -> tuple[list[np.ndarray], float]:
-    start = time.perf_counter()
-    clips = [pipeline(bundle, seed=0) for bundle in bundles]
-    return clips, (time.perf_counter() - start) / len(bundles)
+def _timed(generate_fn) -> tuple:
+    """The generate function, and the wall times of its plain calls (the model's clip, not the harness's baselines
+    and reference edits)."""
+    seconds: list[float] = []
+
+    def timed(bundle, *, seed, references_override=None, independent_frames=False, masked=True):
+        start = time.perf_counter()
+        clip = generate_fn(bundle, seed=seed, references_override=references_override,
+                           independent_frames=independent_frames, masked=masked)
+        if references_override is None and not independent_frames and masked:
+            seconds.append(time.perf_counter() - start)
+        return clip
+
+    return timed, seconds
+
+
+def _evaluate(pipeline, bundles: list, progress: Callable[[str], None], label: str) -> dict:
+    """The model issue's held-out figures for one variant: warping error, PSNR vs target, leakage (the
+    evaluation harness, same seeds for every variant), plus its clips and seconds per shot."""
+    from backend.eval.evaluate import evaluate_bundles
+    from backend.pipelines.previs_pipeline import make_generate_fn
+
+    generate_fn, seconds = _timed(make_generate_fn(pipeline=pipeline))
+    evaluation = evaluate_bundles(bundles, generate_fn, seed=0,
+                                  progress=lambda fraction, stage: progress(f"{label}: {stage} ({fraction:.0%})"))
+    summary = {row["metric"]: None if math.isnan(row["model"]) else row["model"] for row in evaluation["summary"]}
+    return {"clips": [result["clip"] for result in evaluation["bundles"]],
+            "psnr_vs_target": summary["PSNR vs target (dB)"],
+            "warping_error": summary["warping error (lower is better)"],
+            "leakage": summary["leakage: outside/inside change ratio"], "seconds_per_shot": float(np.mean(seconds))}
 
 
 def run_vq_benchmark(weights: Path | None, bundles: list, bits: list[int], methods: list[str],
-                     iterations: int | None = None, samples: int | None = None) -> dict:
-    from backend.eval.evaluate import clip_metrics, load_target_frames
+                     iterations: int | None = None, samples: int | None = None,
+                     progress: Callable[[str], None] | None = None) -> dict:
     from backend.models.previs_dit import PrevisDiT, make_calibration_inputs
     from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline
-    from cinepregen_addon.core.shot_bundle import read_bundle
 
+    report = progress or (lambda message: None)
     weights = Path(weights or DEFAULT_WEIGHTS)
     full = PrevisPipeline.from_pretrained(weights)
-    shots = [read_bundle(path) for path in bundles]
-    targets = [load_target_frames(path) for path in bundles]
-    reference_clips, full_seconds = _generate_all(full, shots)
+    reference = _evaluate(full, bundles, report, "full precision")
 
-    def warping_error(clips):
-        return float(np.mean([clip_metrics(c, b)["warping_error"] for c, b in zip(clips, shots, strict=True)]))
+    def measured(figures: dict, clips_vs_full: float) -> dict:
+        return {"psnr_vs_full": clips_vs_full, "psnr_vs_target": figures["psnr_vs_target"],
+                "warping_error": figures["warping_error"], "leakage": figures["leakage"],
+                "seconds_per_shot": figures["seconds_per_shot"]}
 
-    def target_psnr(clips):
-        scores = [_psnr(c, t) for c, t in zip(clips, targets, strict=True) if t is not None]
-        return float(np.mean(scores)) if scores else None
-
-    full_size = size_on_disk(weights / "transformer")
-    rows = [{"method": "full precision", "bits": 32, "bits_per_weight": 32.0, "bytes": full_size,
-             "weight_mse": 0.0, "block_error": 0.0, "psnr_vs_full": math.inf,
-             "psnr_vs_target": target_psnr(reference_clips), "warping_error": warping_error(reference_clips),
-             "seconds_per_shot": full_seconds, "quantize_seconds": 0.0}]
+    rows = [{"method": "full precision", "bits": 32, "bits_per_weight": 32.0,
+             "bytes": size_on_disk(weights / "transformer"), "weight_mse": 0.0, "block_error": 0.0,
+             "quantize_seconds": 0.0, **measured(reference, math.inf)}]
     overrides = {k: v for k, v in (("iterations", iterations), ("calibration_samples", samples)) if v is not None}
     with tempfile.TemporaryDirectory(prefix="cinepregen-bench-vq-") as tmp:
         for bit_width in bits:
             for method in methods:
+                label = f"{method} {bit_width}-bit"
+                report(f"{label}: quantizing")
                 model = PrevisDiT.from_pretrained(weights / "transformer", low_cpu_mem_usage=False).eval()
                 config = bits_to_vq_config(bit_width, **overrides)
                 info = quantize_model(model, method, bit_width, config,
@@ -69,15 +92,15 @@ def run_vq_benchmark(weights: Path | None, bundles: list, bits: list[int], metho
                                       make_calibration_inputs(m, c.batch_size))
                 folder = save_quantized(model, Path(tmp) / f"{method}-{bit_width}", info)
                 pipeline = PrevisPipeline(model, full.reference_encoder, full.scheduler, full.sampling)
-                clips, seconds = _generate_all(pipeline, shots)
+                figures = _evaluate(pipeline, bundles, report, label)
+                pairs = zip(figures["clips"], reference["clips"], strict=True)
+                vs_full = float(np.mean([_psnr(clip, full_clip) for clip, full_clip in pairs]))
                 rows.append({
                     "method": method, "bits": bit_width, "bits_per_weight": info.bits_per_weight,
                     "bytes": size_on_disk(folder), "weight_mse": info.weight_mse, "block_error": info.mean_block_error,
-                    "psnr_vs_full": float(np.mean([_psnr(c, r) for c, r in zip(clips, reference_clips, strict=True)])),
-                    "psnr_vs_target": target_psnr(clips), "warping_error": warping_error(clips),
-                    "seconds_per_shot": seconds,
-                    "quantize_seconds": info.seconds,
+                    "quantize_seconds": info.seconds, **measured(figures, vs_full),
                 })
+                report(f"{label}: done in {info.seconds:.0f} s, block error {_cell(info.mean_block_error, '.4g')}")
     return {"weights": str(weights), "shots": [str(path) for path in bundles], "overrides": overrides, "rows": rows}
 
 
@@ -90,23 +113,23 @@ def _cell(value, spec: str) -> str:
 
 
 def format_table(results: dict) -> str:
-    """The benchmark as a markdown table; sizes and speeds also as ratios to full precision."""
+    """The benchmark as a markdown table; sizes also as ratios to the fp16 size of the full-precision (fp32) file."""
     full = results["rows"][0]
     lines = [
         f"VQ benchmark on `{results['weights']}`, {len(results['shots'])} held-out shots, seed 0"
         + (f", overrides {results['overrides']}" if results["overrides"] else ""),
         "",
-        "| method | bits | bits/weight (with codebooks) | transformer on disk | smaller | weight MSE | "
-        "block error (rel. MSE) | PSNR vs full precision (dB) | PSNR vs target (dB) | warping error | s/shot | "
-        "quantize s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| method | bits | bits/weight (with codebooks) | transformer on disk | smaller than fp16 | weight MSE | "
+        "block error (rel. MSE) | PSNR vs full precision (dB) | PSNR vs target (dB) | warping error | leakage | "
+        "s/shot | quantize s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
         lines.append(
             f"| {row['method']} | {row['bits']} | {row['bits_per_weight']:.2f} | {row['bytes'] / 2**20:.2f} MiB | "
-            f"{full['bytes'] / row['bytes']:.1f}x | {row['weight_mse']:.2e} | {_cell(row['block_error'], '.4f')} | "
+            f"{full['bytes'] / 2 / row['bytes']:.2f}x | {row['weight_mse']:.2e} | {_cell(row['block_error'], '.4f')} | "
             f"{_cell(row['psnr_vs_full'], '.2f')} | {_cell(row['psnr_vs_target'], '.2f')} | "
-            f"{row['warping_error']:.4f} | "
+            f"{row['warping_error']:.4f} | {_cell(row['leakage'], '.3f')} | "
             f"{row['seconds_per_shot']:.2f} | {row['quantize_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
