@@ -83,6 +83,21 @@ def test_baselines_and_reference_controls_change_the_clip(bundle_dir):
     np.testing.assert_allclose(pipe(bundle, seed=0, references_override={}), no_refs, atol=1e-6)
 
 
+def test_reference_guidance_acts_only_inside_the_referenced_masks(bundle_dir):
+    """One Euler step: outside the referenced objects the guided and unguided clips agree; inside they differ; with
+    unmasked attention, guidance acts on the whole frame."""
+    pipe, bundle = tiny_pipeline(), read_bundle(bundle_dir)
+    referenced = np.isin(np.stack([p.object_id for p in bundle.passes]), [1, 2])
+
+    def one_step(scale: float, masked: bool = True) -> np.ndarray:
+        return pipe(bundle, seed=0, num_inference_steps=1, reference_guidance_scale=scale, masked=masked)
+
+    change = np.abs(one_step(4.0) - one_step(1.0)).mean(-1)
+    assert change[~referenced].max() < 1e-5 and change[referenced].mean() > 1e-3
+    unmasked = np.abs(one_step(4.0, masked=False) - one_step(1.0, masked=False)).mean(-1)
+    assert unmasked[~referenced].mean() > 1e-3
+
+
 def test_save_load_round_trip_gives_the_same_clip(bundle_dir, weights_dir):
     bundle = read_bundle(bundle_dir)
     loaded = PrevisPipeline.from_pretrained(weights_dir)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -358,4 +360,13 @@ def test_scale_run_times_one_block_and_counts_codebook_overhead() -> None:
     # with width (DiT-XL/2's 1152-wide layers).
     assert result["bits_per_weight"] > 2.5
     assert result["fp16_size_ratio"] == pytest.approx(16 / result["bits_per_weight"])
+
+
+def test_cli_method_names_match_the_library_and_the_cli_builds_without_torch() -> None:
+    from backend.commands.quantize import METHOD_CHOICES
+    from backend.quant import METHODS
+
+    assert METHOD_CHOICES == METHODS
+    script = "import sys; from backend.cli import build_parser; build_parser(); sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 0
 

@@ -182,7 +182,7 @@ def _run_vq(args) -> int:
 
 
 def _add_vq(benchmarks) -> None:
-    from backend.quant.vq4dit import METHODS
+    from backend.commands.quantize import METHOD_CHOICES as METHODS  # importing backend.quant would import torch
 
     parser = benchmarks.add_parser("vq", help="VQ4DiT against the baselines on the same model, in one run")
     parser.add_argument("--bundles", required=True, help="held-out shots (folder of bundles or dataset split)")

@@ -19,6 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
+# backend.quant.METHODS, spelled out here so that the command line builds without torch (Blender's own Python
+# runs `cinepregen render-passes`); a test keeps the two equal.
 METHOD_CHOICES = ("vq4dit", "kmeans", "codebook", "rtn", "rtn-group")
 
 
