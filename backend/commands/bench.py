@@ -204,9 +204,9 @@ def _run_vq_scale(args) -> int:
     print(f"one random block of DiT-XL/2 width ({result['block_linear_weights'] / 1e6:.1f} M linear weights), "
           f"{result['bits']}-bit VQ4DiT (d={config['d']}, k={config['k']}, n={config['n']}), "
           f"{config['iterations']} calibration steps x {config['calibration_samples']} samples of batch "
-          f"{config['batch_size']}, {result['threads']} threads")
-    print(f"k-means initialisation {block['kmeans_init_s']:.1f} s, calibration {block['calibration_s']:.1f} s, "
-          f"block total {block['total_s']:.1f} s")
+          f"{config['batch_size']} x {config['frames']} frames, {result['threads']} threads")
+    print(f"calibration inputs {block['capture_s']:.1f} s, k-means initialisation {block['kmeans_init_s']:.1f} s, "
+          f"calibration {block['calibration_s']:.1f} s, block total {block['total_s']:.1f} s")
     print(f"stored {result['bits_per_weight']:.3f} bits/weight (codebooks included): "
           f"1/{result['fp16_size_ratio']:.1f} of the block's fp16 size")
     print(f"extrapolated to DiT-XL/2's {result['blocks']} blocks: {result['extrapolated_s'] / 60:.1f} min "

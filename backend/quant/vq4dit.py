@@ -351,8 +351,10 @@ class QuantizedModelInfo:
     config: dict
     layers: dict[str, dict] = field(default_factory=dict)  # name -> kind, shape, storage_bits, weight_mse, ...
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it stays in full precision
-    blocks: list[dict] = field(default_factory=list)  # index, kmeans_error (VQ), error: relative block-output MSE
+    # index, kmeans_error (VQ), error: relative block-output MSE, kmeans_seconds and calibration_seconds (VQ)
+    blocks: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the whole run (capture, k-means, calibration)
+    capture_seconds: float = 0.0  # of which: running the full-precision model for the calibration inputs
 
     @property
     def bits_per_weight(self) -> float:
@@ -434,6 +436,7 @@ def quantize_model(
                 model, blocks, make_calibration_inputs, config.calibration_samples + config.eval_samples)
         calibration = [s[: config.calibration_samples] for s in captured]
         held_out = [s[config.calibration_samples:] or s for s in captured]
+        info.capture_seconds = time.perf_counter() - start
 
     block_of = {id(m): i for i, block in enumerate(blocks) for m in block.modules()}
     by_block: dict[int | None, dict[str, nn.Linear]] = {}
@@ -443,15 +446,19 @@ def quantize_model(
     for done, index in enumerate(sorted(by_block, key=lambda i: -1 if i is None else i), start=1):
         group, record = by_block[index], {"index": index}
         if is_vq:
+            phase = time.perf_counter()
             soft = {name: SoftVQLinear(linear, config, config.n if method == "vq4dit" else 1)
                     for name, linear in group.items()}
+            record["kmeans_seconds"] = time.perf_counter() - phase  # k-means and candidate sets
             for name, layer in soft.items():
                 replace_module(model, name, layer)
             if index is not None and held_out[index]:
                 record["kmeans_error"] = _evaluate_with_hard_start(blocks[index], soft, held_out[index])
             if index is not None and method in ("vq4dit", "codebook"):
+                phase = time.perf_counter()
                 with torch.enable_grad():
                     calibrate_block(blocks[index], soft, calibration[index], config, method == "vq4dit")
+                record["calibration_seconds"] = time.perf_counter() - phase
             for name, layer in soft.items():
                 quantized = layer.to_vq_linear()
                 quantized.set_mode(mode)
