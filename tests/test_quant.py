@@ -370,4 +370,3 @@ def test_cli_method_names_match_the_library_and_the_cli_builds_without_torch() -
     assert METHOD_CHOICES == METHODS
     script = "import sys; from backend.cli import build_parser; build_parser(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 0
-
