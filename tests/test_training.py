@@ -61,3 +61,50 @@ def test_train_logs_validates_resumes_and_saves_a_loadable_pipeline(dataset, tmp
     pipeline = PrevisPipeline.from_pretrained(run / "final")
     clip = pipeline(read_bundle(dataset / "heldout" / "shot_00000" / "bundle"), num_inference_steps=1)
     assert clip.shape == (3, 72, 128, 3)
+
+
+def test_reference_swap_scores_only_outside_the_swapped_object():
+    import torch
+
+    from backend.training.losses import swap_references
+
+    generator = torch.Generator().manual_seed(0)
+    references = torch.rand(3, 2, 3, 8, 8)
+    masks = torch.zeros(3, 2, 4, 6, 10)
+    masks[:, 0, :, :3] = 1.0  # object 0 covers the top half, object 1 a corner
+    masks[:, 1, :, 4:, :2] = 1.0
+    strengths = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])  # sample 2 has no referenced object
+    batch = {"references": references, "object_masks": masks, "reference_strengths": strengths}
+
+    swapped, weights = swap_references(batch, 1.0, generator)
+    assert weights.shape == (3, 4, 1, 6, 10)
+    for b in range(2):
+        changed = [o for o in range(2) if not torch.equal(swapped[b, o], references[b, o])]
+        assert len(changed) == 1  # exactly one object of a referenced sample wears another's look
+        obj = changed[0]
+        assert strengths[b, obj] == 1
+        donors = [references[d, o] for d in range(3) for o in range(2) if strengths[d, o] and (d, o) != (b, obj)]
+        assert any(torch.equal(swapped[b, obj], donor) for donor in donors)
+        torch.testing.assert_close(weights[b, :, 0], 1.0 - masks[b, obj])
+    assert torch.equal(swapped[2], references[2]) and torch.all(weights[2] == 1)
+
+    unswapped, ones = swap_references(batch, 0.0, generator)
+    assert torch.equal(unswapped, references) and torch.all(ones == 1)
+
+
+def test_fine_tuning_starts_from_a_saved_pipeline_and_keeps_its_sampling(dataset, tmp_path):
+    import torch
+
+    common = ["--data", str(dataset), "--batch-size", "1", "--clip-frames", "2", "--steps", "1"]
+    assert main(["train", *common, "--out", str(tmp_path / "base"), "--preset", "tiny-test"]) == 0
+    start = PrevisPipeline.from_pretrained(tmp_path / "base" / "final")
+    start.sampling["num_inference_steps"] = 3
+    start.save_pretrained(tmp_path / "start")
+
+    assert main(["train", *common, "--out", str(tmp_path / "tune"), "--init-from", str(tmp_path / "start"),
+                 "--reference-swap", "1.0", "--warmup", "1"]) == 0
+    tuned = PrevisPipeline.from_pretrained(tmp_path / "tune" / "final")
+    assert tuned.sampling["num_inference_steps"] == 3
+    assert tuned.transformer.config.hidden_size == start.transformer.config.hidden_size == 32  # not the preset
+    before = dict(start.transformer.named_parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in tuned.transformer.named_parameters())

@@ -6,6 +6,7 @@ def _train(args):
 
     config = TrainConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps,
                          batch_size=args.batch_size, clip_frames=args.clip_frames, lr=args.lr, seed=args.seed,
+                         warmup=args.warmup, reference_swap=args.reference_swap, init_from=args.init_from,
                          val_every=args.val_every, max_minutes=args.max_minutes)
     final = train(config, progress=lambda line: print(line, flush=True))
     print(f"EMA weights saved to {final}")
@@ -21,6 +22,12 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--clip-frames", type=int, default=8, help="frames per training clip")
     parser.add_argument("--lr", type=float, default=4e-4)
+    parser.add_argument("--warmup", type=int, default=100, help="linear learning-rate warm-up steps")
+    parser.add_argument("--reference-swap", type=float, default=0.25,
+                        help="share of samples where one object wears another's reference, scored outside it")
+    parser.add_argument("--init-from", default=None,
+                        help="saved pipeline folder to fine-tune (e.g. backend/weights/previs-tiny); "
+                             "its sampling defaults carry over to final/")
     parser.add_argument("--val-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (saved, resumable) after this long")

@@ -24,6 +24,7 @@ import torch
 from backend.conditioning import area_resize, batch_conditions, shot_conditions
 from backend.models.previs_dit import PrevisDiT
 from backend.models.reference_encoder import ReferenceEncoder
+from backend.quant import is_quantized_folder
 from backend.training.dataset import list_shots
 from backend.training.losses import training_loss
 
@@ -40,6 +41,8 @@ class TrainConfig:
     warmup: int = 100
     ema_decay: float = 0.998
     reference_dropout: float = 0.1
+    reference_swap: float = 0.25  # share of samples scored outside an object that wears another's reference
+    init_from: str | None = None  # a saved pipeline folder to fine-tune (used when the run has no checkpoint yet)
     val_every: int = 250
     log_every: int = 25
     seed: int = 0
@@ -117,18 +120,27 @@ def train(config: TrainConfig, progress=print) -> Path:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    model = PrevisDiT.from_preset(config.preset)
-    encoder = ReferenceEncoder(reference_dim=model.config.reference_dim)
+    checkpoint_path = out / "checkpoint.pt"
+    sampling = {}
+    if config.init_from is not None:
+        if is_quantized_folder(Path(config.init_from) / "transformer"):
+            raise ValueError(f"{config.init_from} holds quantized weights; fine-tune the full-precision model")
+        start = PrevisPipeline.from_pretrained(config.init_from)
+        model, encoder, sampling = start.transformer, start.reference_encoder, start.sampling
+        if not checkpoint_path.exists():
+            progress(f"fine-tuning {config.init_from}")
+    else:
+        model = PrevisDiT.from_preset(config.preset)
+        encoder = ReferenceEncoder(reference_dim=model.config.reference_dim)
     ema_model, ema_encoder = copy.deepcopy(model).eval(), copy.deepcopy(encoder).eval()
     params = list(model.parameters()) + list(encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     rng = np.random.default_rng(config.seed)
     step, elapsed = 0, 0.0
 
-    checkpoint_path = out / "checkpoint.pt"
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, weights_only=False)
-        if state["config"]["preset"] != config.preset:
+        if config.init_from is None and state["config"]["preset"] != config.preset:
             raise ValueError(f"{checkpoint_path} was trained with preset {state['config']['preset']!r}, "
                              f"not {config.preset!r}")
         model.load_state_dict(state["model"])
@@ -152,7 +164,7 @@ def train(config: TrainConfig, progress=print) -> Path:
             "ema_encoder": ema_encoder.state_dict(), "optimizer": optimizer.state_dict(),
         })
         if final:
-            PrevisPipeline(ema_model, ema_encoder).save_pretrained(out / "final")
+            PrevisPipeline(ema_model, ema_encoder, sampling=sampling).save_pretrained(out / "final")
 
     log = open(out / "log.jsonl", "a")
     session_start = time.perf_counter()
@@ -163,7 +175,7 @@ def train(config: TrainConfig, progress=print) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, config)
         loss = training_loss(model, encoder, random_batch(train_set, config, rng),
-                             reference_dropout=config.reference_dropout)
+                             reference_dropout=config.reference_dropout, reference_swap=config.reference_swap)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
