@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
+from safetensors.torch import load_file
 from torch import nn
 
 from backend.cli import main as cinepregen
@@ -267,6 +268,24 @@ def test_save_load_forward_matches_in_memory_model(trained: TinyDiT, tmp_path, m
     saved = json.loads((tmp_path / "quantization_config.json").read_text())
     assert saved["method"] == method and saved["bits"] == bits
     assert saved["layers"]["blocks.0.qkv"]["out_features"] == 192
+
+
+@pytest.mark.parametrize("leftover_dtype", ["float16", "float32"])
+def test_full_precision_leftovers_are_stored_in_fp16_without_changing_the_model(trained: TinyDiT, tmp_path,
+                                                                                leftover_dtype: str) -> None:
+    model, info = quantized_copy(trained, "kmeans", 2, leftover_dtype=leftover_dtype)
+    embedder = model.x_embedder.weight
+    if leftover_dtype == "float16":
+        assert not torch.equal(embedder, trained.x_embedder.weight)  # rounded in the quantized model itself
+        torch.testing.assert_close(embedder, trained.x_embedder.weight, rtol=1e-3, atol=1e-4)
+    else:
+        assert torch.equal(embedder, trained.x_embedder.weight)
+    assert embedder.dtype == torch.float32  # computation stays in fp32
+    save_quantized(model, tmp_path, info)
+    stored = load_file(str(tmp_path / "quantized_model.safetensors"))
+    assert stored["x_embedder.weight"].dtype == getattr(torch, leftover_dtype)
+    assert stored["blocks.0.qkv.bias"].dtype == getattr(torch, leftover_dtype)
+    assert torch.equal(load_quantized(TinyDiT, tmp_path).x_embedder.weight, embedder)  # nothing lost on the way
 
 
 class OneLayer(nn.Module):

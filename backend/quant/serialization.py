@@ -1,6 +1,6 @@
-"""Quantized model folders: packed codes, fp16 codebooks and the full-precision leftovers in one safetensors file,
-`quantization_config.json` describing every quantized layer, and the model's own `config.json` (diffusers'
-`save_config`) so the skeleton can be rebuilt before the weights are loaded.
+"""Quantized model folders: packed codes, fp16 codebooks and the full-precision leftovers (fp16 where exact) in one
+safetensors file, `quantization_config.json` describing every quantized layer, and the model's own `config.json`
+(diffusers' `save_config`) so the skeleton can be rebuilt before the weights are loaded.
 
 Sizes are what a user downloads: `size_on_disk` counts every file of the folder, and bits per weight count the
 codebooks (or scales and offsets) as well as the codes.
@@ -12,6 +12,7 @@ import importlib
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -40,9 +41,20 @@ def _layer_entry(module: nn.Module) -> dict:
     return {"kind": "uniform", "bits": module.bits, "group_size": module.group_size, **entry}
 
 
+def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a quantized folder stores: fp32 ones in fp16 wherever that is exact (``round_leftovers``)."""
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().contiguous()
+        if tensor.dtype == torch.float32 and torch.equal(tensor.half().float(), tensor):
+            tensor = tensor.half()
+        state[key] = tensor.clone()
+    return state
+
+
 def storage_summary(model: nn.Module) -> dict:
     """Stored bits of the quantized weights (codebooks included) and of the whole model per dense parameter."""
-    state = model.state_dict()
+    state = stored_state(model)
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, PackedLinear)}
     packed = {f"{name}.{key}" for name, m in quantized.items() for key in m.state_dict() if key != "bias"}
     quantized_weights = sum(m.in_features * m.out_features for m in quantized.values())
@@ -68,8 +80,7 @@ def save_quantized(model: nn.Module, folder: str | Path, info: QuantizedModelInf
         raise ValueError("model has no VQLinear or UniformLinear layers; run quantize_model first")
     if hasattr(model, "save_config"):
         model.save_config(folder)
-    state = {key: t.detach().contiguous().clone() for key, t in model.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "cinepregen-quantized"})
+    save_file(stored_state(model), str(folder / WEIGHTS_NAME), metadata={"format": "cinepregen-quantized"})
     cls = type(model)
     config = {
         "format_version": FORMAT_VERSION,

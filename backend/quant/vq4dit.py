@@ -75,6 +75,9 @@ class VQConfig:
     blocks_only: bool = True
     skip_patterns: tuple[str, ...] = ("*embed*", "*final*", "proj_out", "norm_out*")
     min_weights: int = 4096  # a 2-bit codebook (256 x 4 fp16) costs 4 bits per weight on a 4096-weight layer
+    # The full-precision leftovers (skipped layers, norms, biases) are rounded to this dtype at the end and stored in
+    # it: fp16, the precision the size target is measured against ("float32" keeps them exact).
+    leftover_dtype: str = "float16"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -475,5 +478,15 @@ def quantize_model(
             logger.info("%s %d-bit block %d: %s", method, bits, index, record)
         if progress:
             progress(done, len(by_block))
+    round_leftovers(model, getattr(torch, config.leftover_dtype))
     info.seconds = time.perf_counter() - start
     return info
+
+
+@torch.no_grad()
+def round_leftovers(model: nn.Module, dtype: torch.dtype) -> None:
+    """Round every fp32 tensor of the model's state to ``dtype`` precision in place (they stay fp32 tensors), so
+    that storing them in ``dtype`` loses nothing and a saved model computes exactly what the quantized one did."""
+    for tensor in model.state_dict().values():
+        if tensor.dtype == torch.float32:
+            tensor.copy_(tensor.to(dtype))
