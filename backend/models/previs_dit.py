@@ -249,17 +249,19 @@ def velocity_from_output(model: PrevisDiT, output: torch.Tensor, noisy_frames: t
 
 
 def make_calibration_inputs(model: PrevisDiT, batch_size: int, frames: int = 8, objects: int = 3,
-                            reference_tokens: int = 16, sampling_steps: int = 10) -> dict:
-    """Zero-data calibration inputs for VQ4DiT (``cinepregen quantize``), as in the paper: random conditions of
-    the right kind (smooth random guidance fields, since passes are smooth almost everywhere; Gaussian reference
-    tokens; random rectangular object masks) and a noisy clip taken from the full-precision model's own sampling
-    trajectory, run from Gaussian noise with Euler steps to a uniformly sampled one of ``sampling_steps`` steps.
-    Pure noise at a late timestep would be an input the model never sees, and calibrating on it weights the
-    wrong errors. No dataset is needed."""
-    from diffusers import FlowMatchEulerDiscreteScheduler
+                            reference_tokens: int = 16) -> dict:
+    """Zero-data calibration inputs for VQ4DiT (``cinepregen quantize``): Gaussian noise at a uniformly sampled
+    timestep, with random conditions of the right kind — smooth random guidance fields (passes are smooth almost
+    everywhere), Gaussian reference tokens and random rectangular object masks — so no dataset is needed.
 
+    The paper instead takes the inputs from the full-precision model's own sampling runs. Measured here (3 bits,
+    first 4 held-out shots, end-to-end PSNR against full precision): clips from such runs under these random
+    conditions gave VQ4DiT 26.3 dB (timesteps on a 10-step grid, guided like the pipeline) and 28.5 dB (continuous
+    timesteps), against 32.5 dB with pure noise; codebook-only 32.3 dB on grid runs. Random conditions make the
+    runs' clips unlike real shots, and the free assignments fit them; pure noise excites every input direction."""
     config = model.config
     height, width = config.sample_size
+    noisy = torch.randn(batch_size, frames, config.in_channels, height, width)
     coarse = torch.randn(batch_size * frames, config.condition_channels, height // 8, width // 8)
     guidance = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
     masks = torch.zeros(batch_size, objects, frames, height, width)
@@ -267,20 +269,11 @@ def make_calibration_inputs(model: PrevisDiT, batch_size: int, frames: int = 8, 
         for o in range(objects):
             top, left = torch.randint(0, height // 2, ()).item(), torch.randint(0, width // 2, ()).item()
             masks[b, o, :, top:top + height // 2, left:left + width // 2] = 1.0
-    conditions = {
+    return {
+        "noisy_frames": noisy,
+        "timestep": torch.rand(batch_size) * 1000,
         "guidance": guidance.reshape(batch_size, frames, config.condition_channels, height, width),
         "reference_tokens": torch.randn(batch_size, objects, reference_tokens, config.reference_dim),
         "object_masks": masks,
         "reference_strengths": torch.ones(batch_size, objects),
     }
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
-    scheduler.set_timesteps(sampling_steps)
-    sigmas = scheduler.sigmas  # sampling_steps + 1 values, from 1 down to 0
-    noisy = torch.randn(batch_size, frames, config.in_channels, height, width)
-    target_step = int(torch.randint(sampling_steps, ()))
-    with torch.no_grad():
-        for step in range(target_step):
-            sigma = sigmas[step].expand(batch_size)
-            output = model(noisy, sigma * 1000, **conditions)
-            noisy = noisy + (sigmas[step + 1] - sigmas[step]) * velocity_from_output(model, output, noisy, sigma)
-    return {"noisy_frames": noisy, "timestep": sigmas[target_step].expand(batch_size) * 1000, **conditions}
