@@ -196,7 +196,7 @@ def train(config: TrainConfig, progress=print) -> Path:
             log.flush()
             progress(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         out_of_time = config.max_minutes is not None and time.perf_counter() - session_start > config.max_minutes * 60
-        if out_of_time:
+        if out_of_time and step < config.steps:
             progress(f"time budget of {config.max_minutes} min reached at step {step}; resume with the same command")
             break
     save(final=True)
