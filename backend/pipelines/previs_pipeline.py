@@ -154,7 +154,8 @@ class PrevisPipeline:
         use_cfg = tokens is not None and scale != 1.0
         # With masks, guidance sharpens the references only where they act (the union of the referenced objects'
         # masks); elsewhere the conditional prediction stands. On the 16 held-out shots this took the leakage of a
-        # reference edit from 0.228 to 0.144 for 0.1 dB of PSNR (guidance everywhere, or none outside, leaked more).
+        # reference edit from 0.228 to 0.144 for 0.1 dB of PSNR with the first-stage previs-tiny (guidance everywhere,
+        # or none outside, leaked more).
         inside = None if masks is None or not use_cfg else masks.sum(1).clamp(0, 1).unsqueeze(2)  # (B, F, 1, h, w)
         if use_cfg:  # batch [unconditional (all strengths 0), conditional]
             guidance = guidance.repeat(2, 1, 1, 1, 1)
