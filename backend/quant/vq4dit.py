@@ -248,11 +248,7 @@ def _clone(value):
 def capture_block_samples(
     model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict], count: int
 ) -> list[list[BlockSample]]:
-    """Run the full-precision model `count` times and record every block's (args, kwargs, output) per run.
-
-    The inputs are all made before the blocks are hooked: a maker may run the model itself (sampling trajectories).
-    """
-    inputs = [make_calibration_inputs() for _ in range(count)]
+    """Run the full-precision model `count` times and record every block's (args, kwargs, output) per run."""
     samples: list[list[BlockSample]] = [[] for _ in blocks]
     pending: dict[int, tuple] = {}
 
@@ -271,8 +267,8 @@ def capture_block_samples(
         handles.append(block.register_forward_pre_hook(pre_hook, with_kwargs=True))
         handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
     try:
-        for kwargs in inputs:
-            model(**kwargs)
+        for _ in range(count):
+            model(**make_calibration_inputs())
     finally:
         for handle in handles:
             handle.remove()
