@@ -52,9 +52,9 @@ def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def storage_summary(model: nn.Module) -> dict:
-    """Stored bits of the quantized weights (codebooks included) and of the whole model per dense parameter."""
-    state = stored_state(model)
+def storage_summary(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:
+    """Stored bits of the quantized weights (codebooks included) and of the whole model per dense parameter;
+    ``state`` is the model's ``stored_state``."""
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, PackedLinear)}
     packed = {f"{name}.{key}" for name, m in quantized.items() for key in m.state_dict() if key != "bias"}
     quantized_weights = sum(m.in_features * m.out_features for m in quantized.values())
@@ -80,7 +80,8 @@ def save_quantized(model: nn.Module, folder: str | Path, info: QuantizedModelInf
         raise ValueError("model has no VQLinear or UniformLinear layers; run quantize_model first")
     if hasattr(model, "save_config"):
         model.save_config(folder)
-    save_file(stored_state(model), str(folder / WEIGHTS_NAME), metadata={"format": "cinepregen-quantized"})
+    state = stored_state(model)
+    save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "cinepregen-quantized"})
     cls = type(model)
     config = {
         "format_version": FORMAT_VERSION,
@@ -90,7 +91,7 @@ def save_quantized(model: nn.Module, folder: str | Path, info: QuantizedModelInf
         "d": info.config["d"] if info else None,
         "k": info.config["k"] if info else None,
         "layers": layers,
-        **storage_summary(model),
+        **storage_summary(model, state),
         "run": {key: v for key, v in info.to_dict().items() if key != "layers"} if info else None,
     }
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
