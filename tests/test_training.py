@@ -7,6 +7,7 @@ import pytest
 
 from backend.cli import main
 from backend.pipelines.previs_pipeline import PrevisPipeline
+from backend.training.train import TrainConfig, learning_rate
 from cinepregen_addon.core.shot_bundle import read_bundle
 
 
@@ -50,14 +51,18 @@ def test_dataset_build_is_reproducible_and_resumes(dataset, tmp_path, capsys):
 def test_train_logs_validates_resumes_and_saves_a_loadable_pipeline(dataset, tmp_path):
     run = tmp_path / "run"
     common = ["train", "--data", str(dataset), "--out", str(run), "--preset", "tiny-test", "--batch-size", "1",
-              "--clip-frames", "2", "--val-every", "2"]
-    assert main([*common, "--steps", "3"]) == 0
+              "--clip-frames", "2", "--val-every", "2", "--warmup", "1"]
+    assert main([*common, "--steps", "5", "--stop-at", "3"]) == 0  # validated and saved at the stop
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val_loss" in r] == [2, 3]
     assert all(np.isfinite(r["loss"]) for r in log)
+    assert (run / "final").is_dir()
     assert main([*common, "--steps", "5"]) == 0  # resumes at step 3
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val_loss" in r] == [2, 3, 4, 5]
+    # the stop did not change the schedule: the rate at each step is that of a 5-step run
+    config = TrainConfig(data=str(dataset), out=str(run), steps=5, warmup=1)
+    assert [r["lr"] for r in log] == pytest.approx([learning_rate(r["step"] - 1, config) for r in log])
     pipeline = PrevisPipeline.from_pretrained(run / "final")
     clip = pipeline(read_bundle(dataset / "heldout" / "shot_00000" / "bundle"), num_inference_steps=1)
     assert clip.shape == (3, 72, 128, 3)

@@ -7,7 +7,8 @@ def _train(args):
     config = TrainConfig(data=args.data, out=args.out, preset=args.preset, steps=args.steps,
                          batch_size=args.batch_size, clip_frames=args.clip_frames, lr=args.lr, seed=args.seed,
                          warmup=args.warmup, reference_swap=args.reference_swap, init_from=args.init_from,
-                         val_every=args.val_every, max_minutes=args.max_minutes)
+                         val_every=args.val_every, max_minutes=args.max_minutes,
+                         stop_at=args.stop_at)
     final = train(config, progress=lambda line: print(line, flush=True))
     print(f"EMA weights saved to {final}")
     return 0
@@ -31,4 +32,7 @@ def add_parser(subparsers):
     parser.add_argument("--val-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (saved, resumable) after this long")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop (validated, saved, resumable) at this step; the learning-rate schedule stays "
+                             "the one of --steps")
     parser.set_defaults(func=_train)

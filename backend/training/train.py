@@ -47,6 +47,7 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     max_minutes: float | None = None  # stop (after saving) when a session's time budget runs out
+    stop_at: int | None = None  # stop (after validating and saving) at this step; the schedule stays that of `steps`
 
 
 @dataclass
@@ -188,7 +189,8 @@ def train(config: TrainConfig, progress=print) -> Path:
         step += 1
         elapsed += time.perf_counter() - started
         record = {"step": step, "loss": loss.item(), "lr": optimizer.param_groups[0]["lr"], "seconds": elapsed}
-        if step % config.val_every == 0 or step == config.steps:
+        stop_here = step == config.stop_at and step < config.steps
+        if step % config.val_every == 0 or step == config.steps or stop_here:
             record["val_loss"] = validation_loss(ema_model, ema_encoder, heldout_set, config)
             save()
         if step % config.log_every == 0 or "val_loss" in record:
@@ -198,6 +200,9 @@ def train(config: TrainConfig, progress=print) -> Path:
         out_of_time = config.max_minutes is not None and time.perf_counter() - session_start > config.max_minutes * 60
         if out_of_time and step < config.steps:
             progress(f"time budget of {config.max_minutes} min reached at step {step}; resume with the same command")
+            break
+        if stop_here:
+            progress(f"stopped at step {step} as asked; resume without --stop-at to go on to step {config.steps}")
             break
     save(final=True)
     log.close()
