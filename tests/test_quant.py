@@ -30,7 +30,14 @@ from backend.quant import (
 from backend.quant.baselines import UniformLinear
 from backend.quant.kmeans import kmeans
 from backend.quant.packing import pack_codes, packed_size, unpack_codes
-from backend.quant.vq4dit import SoftVQLinear, candidate_sets, one_hot_regularizer, soft_reconstruction
+from backend.quant.vq4dit import (
+    SoftVQLinear,
+    candidate_sets,
+    capture_block_samples,
+    one_hot_regularizer,
+    quantized_path_inputs,
+    soft_reconstruction,
+)
 
 HIDDEN, TOKENS, IN_CHANNELS = 64, 16, 8
 
@@ -229,9 +236,10 @@ def test_kmeans_beats_random_codebook_and_is_seeded() -> None:
 
 
 def test_vq4dit_calibration_beats_kmeans_and_codebook_only(trained: TinyDiT) -> None:
+    # 400 steps: at the default candidate-ratio rate (1e-2) 120 steps leave the ratios short of one-hot
     _, kmeans_info = quantized_copy(trained, "kmeans", 2)
-    _, codebook_info = quantized_copy(trained, "codebook", 2)
-    _, vq_info = quantized_copy(trained, "vq4dit", 2)
+    _, codebook_info = quantized_copy(trained, "codebook", 2, iterations=400)
+    _, vq_info = quantized_copy(trained, "vq4dit", 2, iterations=400)
     start, kmeans_error = vq_info.blocks[0]["kmeans_error"], kmeans_info.blocks[0]["error"]
     assert start == pytest.approx(kmeans_error, rel=1e-3)  # the same k-means start (fp32 vs fp16 codebook)
     assert vq_info.blocks[0]["error"] < 0.5 * kmeans_error  # calibration lowers block-output error
@@ -239,6 +247,27 @@ def test_vq4dit_calibration_beats_kmeans_and_codebook_only(trained: TinyDiT) -> 
     assert set(vq_info.skipped) == {"x_embedder", "t_embedder.0", "t_embedder.2", "final_layer"}
     assert set(vq_info.layers) == {"blocks.0.qkv", "blocks.0.proj", "blocks.0.mlp.0", "blocks.0.mlp.2",
                                    "blocks.0.adaLN_modulation"}
+
+
+def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> None:
+    model = TinyDiT(depth=2).eval().requires_grad_(False)
+    torch.manual_seed(0)
+    samples = capture_block_samples(model, list(model.blocks), calibration_inputs, 3)
+    # only block 0 quantized; leftovers kept in fp32 so the embedders compute what they did at capture
+    quantize_model(model, "rtn", 2, bits_to_vq_config(2, leftover_dtype="float32"), blocks=[model.blocks[0]])
+    rerun = quantized_path_inputs(model, model.blocks[1], calibration_inputs, samples[1], seed=0)
+    for (args, _, target), first, second in zip(rerun, samples[0], samples[1], strict=True):
+        assert torch.equal(target, second[2])  # still the full-precision output
+        assert torch.equal(args[0], model.blocks[0](*first[0], **first[1]))  # block 0's quantized output
+        assert not torch.allclose(args[0], second[0][0])  # which is not the full-precision input
+        assert torch.equal(args[1], second[0][1])  # conditioning is not quantized
+    # and quantize_model uses them: block 1 ends up calibrated differently
+    trained = train_tiny_dit(steps=100, depth=2)
+    fields = {"iterations": 20, "calibration_samples": 4, "kmeans_iterations": 10}
+    _, plain = quantized_copy(trained, "codebook", 2, sequential_inputs=False, **fields)
+    _, sequential = quantized_copy(trained, "codebook", 2, sequential_inputs=True, **fields)
+    assert plain.blocks[0]["error"] == sequential.blocks[0]["error"]
+    assert plain.blocks[1]["error"] != sequential.blocks[1]["error"]
 
 
 def test_rtn_error_decreases_with_bits(trained: TinyDiT) -> None:
@@ -389,3 +418,35 @@ def test_cli_method_names_match_the_library_and_the_cli_builds_without_torch() -
     assert METHOD_CHOICES == METHODS
     script = "import sys; from backend.cli import build_parser; build_parser(); sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", script], timeout=120).returncode == 0
+
+
+# --- PrevisDiT's zero-data calibration inputs -------------------------------------------------------------------
+
+
+def test_previs_calibration_inputs_mix_noise_by_timestep_and_encode_random_references(tmp_path) -> None:
+    from helpers import tiny_pipeline
+
+    from backend.commands.quantize import calibration_components
+    from backend.models.previs_dit import make_calibration_inputs as previs_inputs
+
+    pipeline = tiny_pipeline()
+    torch.manual_seed(0)
+    inputs = previs_inputs(pipeline.transformer, 64, frames=4, reference_encoder=pipeline.reference_encoder)
+    # one smooth still per clip under per-frame noise: frame-to-frame differences are noise only, std sqrt(2) sigma
+    sigma = inputs["timestep"] / 1000
+    differences = (inputs["noisy_frames"][:, 1:] - inputs["noisy_frames"][:, :-1]).flatten(1).std(1)
+    assert torch.allclose(differences, 2 ** 0.5 * sigma, atol=0.05)
+    # reference tokens are the encoder's: its final LayerNorm makes every token zero-mean after undoing the affine
+    norm = pipeline.reference_encoder.norm
+    tokens = inputs["reference_tokens"]
+    assert tokens.shape[:2] == (64, 3) and tokens.shape[-1] == pipeline.transformer.config.reference_dim
+    assert ((tokens - norm.bias) / norm.weight).mean(-1).abs().max() < 1e-4
+    assert previs_inputs(pipeline.transformer, 64)["reference_tokens"].mean(-1).abs().max() > 1e-2  # Gaussian
+    # `cinepregen quantize` hands the maker the pipeline's encoder, by the parameter's name
+    folder = pipeline.save_pretrained(tmp_path / "pipeline")
+    components = calibration_components(previs_inputs, folder)
+    assert list(components) == ["reference_encoder"]
+    for loaded, saved in zip(components["reference_encoder"].state_dict().values(),
+                             pipeline.reference_encoder.state_dict().values(), strict=True):
+        assert torch.equal(loaded, saved)
+    assert calibration_components(previs_inputs, folder / "transformer") == {}

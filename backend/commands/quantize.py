@@ -4,8 +4,9 @@
 then the transformer is quantized into `OUT/transformer/` and everything else is copied unchanged.
 The model class is the one named by `_class_name` in the folder's `config.json`, looked up in `backend.models`
 (or given with `--model-class module:Class`). Calibration inputs come from the model module's
-`make_calibration_inputs(model, batch_size) -> dict` when it has one, else from Gaussian noise shaped by the
-model config (`gaussian_calibration_inputs`).
+`make_calibration_inputs(model, batch_size) -> dict` when it has one (a further parameter named after a component
+folder of the pipeline, such as `reference_encoder`, receives that component), else from Gaussian noise shaped by
+the model config (`gaussian_calibration_inputs`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def gaussian_calibration_inputs(model, batch_size: int) -> dict:
     return kwargs
 
 
+def calibration_components(maker, weights: Path) -> dict:
+    """The pipeline parts that the calibration-input maker asks for by parameter name (`reference_encoder=` for
+    PrevisDiT), loaded from the pipeline folder's component folders of those names."""
+    components = {}
+    for name in inspect.signature(maker).parameters:
+        folder = weights / name
+        if name != "transformer" and (folder / "config.json").is_file():
+            components[name] = resolve_model_class(check_weights_folder(folder)).from_pretrained(folder).eval()
+    return components
+
+
 PIPELINE_FILES = ("pipeline.json", "model_index.json")
 
 
@@ -115,6 +127,8 @@ def _run(args) -> int:
     try:
         config_json = check_weights_folder(model_folder)
         cls = resolve_model_class(config_json, args.model_class)
+        maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None) or gaussian_calibration_inputs
+        components = calibration_components(maker, weights) if is_pipeline else {}
     except WeightsError as error:
         print(f"cinepregen quantize: {error}", file=sys.stderr)
         return 2
@@ -122,15 +136,14 @@ def _run(args) -> int:
     overrides = {k: v for k, v in (("iterations", args.iterations), ("calibration_samples", args.samples),
                                    ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None}
     config = bits_to_vq_config(args.bits, **overrides)
-    module_maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None)
-    maker = module_maker or gaussian_calibration_inputs
     with tqdm(desc=f"{args.method} {args.bits}-bit", unit="block") as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
         info = quantize_model(model, args.method, args.bits, config,
-                              make_calibration_inputs=lambda: maker(model, config.batch_size), progress=progress)
+                              make_calibration_inputs=lambda: maker(model, config.batch_size, **components),
+                              progress=progress)
     if is_pipeline:
         _copy_pipeline_parts(weights, out)
     save_quantized(model, model_out, info)

@@ -83,8 +83,8 @@ def run_vq_benchmark(weights: Path | None, bundles: list, bits: list[int], metho
                 model = PrevisDiT.from_pretrained(weights / "transformer", low_cpu_mem_usage=False).eval()
                 config = bits_to_vq_config(bit_width, **overrides)
                 info = quantize_model(model, method, bit_width, config,
-                                      make_calibration_inputs=lambda m=model, c=config:
-                                      make_calibration_inputs(m, c.batch_size))
+                                      make_calibration_inputs=lambda m=model, c=config: make_calibration_inputs(
+                                          m, c.batch_size, reference_encoder=full.reference_encoder))
                 folder = save_quantized(model, Path(tmp) / f"{method}-{bit_width}", info)
                 pipeline = PrevisPipeline(model, full.reference_encoder, full.scheduler, full.sampling)
                 figures = _evaluate(pipeline, bundles, report, label)
