@@ -34,6 +34,8 @@ from backend.quant.vq4dit import (
     SoftVQLinear,
     candidate_sets,
     capture_block_samples,
+    carried_inputs,
+    chained,
     one_hot_regularizer,
     quantized_path_inputs,
     soft_reconstruction,
@@ -261,6 +263,12 @@ def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> Non
         assert torch.equal(args[0], model.blocks[0](*first[0], **first[1]))  # block 0's quantized output
         assert not torch.allclose(args[0], second[0][0])  # which is not the full-precision input
         assert torch.equal(args[1], second[0][1])  # conditioning is not quantized
+    # blocks in a chain: carrying the inputs from block to block gives the same as running the model again
+    assert chained(samples[0], samples[1]) and not chained(samples[0], samples[0])
+    carried = carried_inputs(model.blocks[0], samples[0], samples[1])
+    for (args, kwargs, target), (rerun_args, rerun_kwargs, rerun_target) in zip(carried, rerun, strict=True):
+        assert torch.equal(args[0], rerun_args[0]) and torch.equal(args[1], rerun_args[1])
+        assert kwargs == rerun_kwargs == {} and torch.equal(target, rerun_target)
     # and quantize_model uses them: block 1 ends up calibrated differently
     trained = train_tiny_dit(steps=100, depth=2)
     fields = {"iterations": 20, "calibration_samples": 4, "kmeans_iterations": 10}
