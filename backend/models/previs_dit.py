@@ -248,21 +248,23 @@ def velocity_from_output(model: PrevisDiT, output: torch.Tensor, noisy_frames: t
     return (noisy_frames - output) / sigma
 
 
-def smooth_random_images(count: int, channels: int, height: int, width: int, cell: int = 8) -> torch.Tensor:
-    """(count, channels, height, width) random images in (-1, 1) that are smooth almost everywhere, like renders:
-    Gaussian values on a grid of ``cell``-pixel cells, bilinearly upsampled and squashed by tanh."""
-    coarse = torch.randn(count, channels, max(height // cell, 1), max(width // cell, 1)) * 1.5
-    return torch.tanh(F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False))
+def smooth_random_fields(count: int, channels: int, height: int, width: int, cell: int = 8,
+                         scale: float = 1.0) -> torch.Tensor:
+    """(count, channels, height, width) random fields that are smooth almost everywhere, like render passes:
+    Gaussian values (times ``scale``) on a grid of ``cell``-pixel cells, bilinearly upsampled."""
+    coarse = torch.randn(count, channels, max(height // cell, 1), max(width // cell, 1)) * scale
+    return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
 
 
 @torch.no_grad()
 def make_calibration_inputs(model: PrevisDiT, batch_size: int, frames: int = 8, objects: int = 3,
                             reference_tokens: int = 16, reference_encoder: nn.Module | None = None) -> dict:
     """Zero-data calibration inputs for VQ4DiT (``cinepregen quantize``): random conditions of the right kind and
-    noisy frames at a uniformly sampled timestep, so no dataset is needed. Frames are a smooth random image mixed
-    with Gaussian noise as the flow at that timestep mixes them (sigma = t / 1000); guidance passes are smooth random
-    fields (Gaussian, not squashed); reference tokens are the ``reference_encoder``'s tokens of smooth random images
-    (Gaussian tokens without one); object masks are random rectangles.
+    noisy frames at a uniformly sampled timestep, so no dataset is needed. Frames are a smooth random image (one
+    still per clip, squashed into (-1, 1) by tanh) mixed with Gaussian noise as the flow at that timestep mixes them
+    (sigma = t / 1000); guidance passes are smooth random fields (Gaussian, not squashed); reference tokens are the
+    ``reference_encoder``'s tokens of smooth random images (Gaussian tokens without one); object masks are random
+    rectangles.
 
     Measured (3 bits, first 4 held-out shots, end-to-end PSNR against full precision, previs-tiny of 2026-11-30):
     pure-noise frames and Gaussian tokens gave VQ4DiT 25.95 dB and codebook-only 33.83 dB; these inputs 29.90 and
@@ -273,10 +275,9 @@ def make_calibration_inputs(model: PrevisDiT, batch_size: int, frames: int = 8, 
     height, width = config.sample_size
     timestep = torch.rand(batch_size) * 1000
     sigma = (timestep / 1000).view(batch_size, 1, 1, 1, 1)
-    clean = smooth_random_images(batch_size, config.in_channels, height, width)[:, None]  # one still per clip
+    clean = torch.tanh(smooth_random_fields(batch_size, config.in_channels, height, width, scale=1.5))[:, None]
     noisy = (1 - sigma) * clean + sigma * torch.randn(batch_size, frames, config.in_channels, height, width)
-    coarse = torch.randn(batch_size * frames, config.condition_channels, height // 8, width // 8)
-    guidance = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    guidance = smooth_random_fields(batch_size * frames, config.condition_channels, height, width)
     masks = torch.zeros(batch_size, objects, frames, height, width)
     for b in range(batch_size):
         for o in range(objects):
@@ -286,8 +287,8 @@ def make_calibration_inputs(model: PrevisDiT, batch_size: int, frames: int = 8, 
         tokens = torch.randn(batch_size, objects, reference_tokens, config.reference_dim)
     else:
         size = reference_encoder.config.image_size
-        tokens = reference_encoder(smooth_random_images(batch_size * objects, 3, size, size, cell=16))
-        tokens = tokens.reshape(batch_size, objects, *tokens.shape[1:])
+        images = torch.tanh(smooth_random_fields(batch_size * objects, 3, size, size, cell=16, scale=1.5))
+        tokens = reference_encoder(images).unflatten(0, (batch_size, objects))
     return {
         "noisy_frames": noisy,
         "timestep": timestep,
