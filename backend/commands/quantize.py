@@ -147,12 +147,16 @@ def _run(args) -> int:
     if is_pipeline:
         _copy_pipeline_parts(weights, out)
     save_quantized(model, model_out, info)
-    error = info.mean_block_error
+    block_error, path_error = (_figure(value) for value in (info.mean_block_error, info.path_error))
     print(f"{args.method} {args.bits}-bit: {info.bits_per_weight:.3f} bits/weight (codebooks included), "
           f"model {size_on_disk(model_out) / 2**20:.2f} MiB on disk vs {size_on_disk(model_folder) / 2**20:.2f} MiB "
-          f"full precision, "
-          f"mean relative block-output MSE {'n/a' if error is None else f'{error:.4g}'}, {info.seconds:.1f} s -> {out}")
+          f"full precision, mean relative block-output MSE {block_error} (full-precision inputs), "
+          f"last block's {path_error} (all blocks quantized), {info.seconds:.1f} s -> {out}")
     return 0
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
 
 
 def add_parser(subparsers):

@@ -368,7 +368,8 @@ class QuantizedModelInfo:
     config: dict
     layers: dict[str, dict] = field(default_factory=dict)  # name -> kind, shape, storage_bits, weight_mse, ...
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why it stays in full precision
-    # index, kmeans_error (VQ), error: relative block-output MSE, kmeans_seconds and calibration_seconds (VQ)
+    # index, kmeans_error (VQ), error: relative block-output MSE on full-precision inputs, path_error: the same with
+    # every block quantized (`quantized_path_errors`), kmeans_seconds and calibration_seconds (VQ)
     blocks: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the whole run (capture, k-means, calibration)
     capture_seconds: float = 0.0  # of which: running the full-precision model for the calibration inputs
@@ -389,9 +390,14 @@ class QuantizedModelInfo:
         errors = [b["error"] for b in self.blocks if b.get("error") is not None]
         return sum(errors) / len(errors) if errors else None
 
+    @property
+    def path_error(self) -> float | None:
+        """The last block's output error with every block quantized (`quantized_path_errors`)."""
+        return self.blocks[-1].get("path_error") if self.blocks else None
+
     def to_dict(self) -> dict:
         return {**asdict(self), "bits_per_weight": self.bits_per_weight, "weight_mse": self.weight_mse,
-                "mean_block_error": self.mean_block_error}
+                "mean_block_error": self.mean_block_error, "path_error": self.path_error}
 
 
 def _layer_stats(kind: str, original: torch.Tensor, layer: nn.Module) -> dict:
@@ -476,11 +482,12 @@ def quantize_model(
     if make_calibration_inputs is not None:
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
-            captured = capture_block_samples(
-                model, blocks, make_calibration_inputs, config.calibration_samples + config.eval_samples)
-        calibration = [s[: config.calibration_samples] for s in captured]
+            calibration = capture_block_samples(model, blocks, make_calibration_inputs, config.calibration_samples)
+            held_out_rng = torch.get_rng_state()
+            held_out = capture_block_samples(model, blocks, make_calibration_inputs, config.eval_samples)
+        if not config.eval_samples:
+            held_out, held_out_rng = list(calibration), torch.Generator().manual_seed(config.seed).get_state()
         is_chain = all(chained(before, after) for before, after in zip(calibration[:-1], calibration[1:], strict=True))
-        held_out = [s[config.calibration_samples:] or s for s in captured]
         info.capture_seconds = time.perf_counter() - start
 
     block_of = {id(m): i for i, block in enumerate(blocks) for m in block.modules()}
@@ -526,8 +533,25 @@ def quantize_model(
         if progress:
             progress(done, len(by_block))
     round_leftovers(model, getattr(torch, config.leftover_dtype))
+    if make_calibration_inputs is not None:
+        errors = quantized_path_errors(model, blocks, make_calibration_inputs, held_out, held_out_rng)
+        for record in info.blocks:
+            record["path_error"] = errors[record["index"]]
     info.seconds = time.perf_counter() - start
     return info
+
+
+@torch.no_grad()
+def quantized_path_errors(model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict],
+                          held_out: list[list[BlockSample]], rng_state: torch.Tensor) -> list[float]:
+    """Each block's relative output MSE with the whole model quantized: the held-out calls run again (same random
+    state) through the quantized model, each block's output against the full-precision one. The last block's is
+    the error the quantized transformer hands to the output layer; it is what sequential calibration minimises."""
+    with torch.random.fork_rng():
+        torch.set_rng_state(rng_state)
+        rerun = capture_block_samples(model, blocks, make_calibration_inputs, len(held_out[0]))
+    return [sum(relative_mse(quantized[2], reference[2]).item() for quantized, reference in zip(q, r, strict=True))
+            / len(r) for q, r in zip(rerun, held_out, strict=True)]
 
 
 @torch.no_grad()
