@@ -32,10 +32,10 @@ from backend.quant.kmeans import kmeans
 from backend.quant.packing import pack_codes, packed_size, unpack_codes
 from backend.quant.vq4dit import (
     SoftVQLinear,
+    StreamedBlockInputs,
     candidate_sets,
     capture_block_samples,
-    carried_inputs,
-    chained,
+    forms_chain,
     one_hot_regularizer,
     quantized_path_inputs,
     soft_reconstruction,
@@ -255,6 +255,13 @@ def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> Non
     model = TinyDiT(depth=2).eval().requires_grad_(False)
     torch.manual_seed(0)
     samples = capture_block_samples(model, list(model.blocks), calibration_inputs, 3)
+    # blocks in a chain: inputs can be made from the first block's, one block at a time, with the same targets
+    assert forms_chain(samples) and not forms_chain([samples[0], samples[0]])
+    streamed = StreamedBlockInputs(model, list(model.blocks), calibration_inputs,
+                                   bits_to_vq_config(2, calibration_samples=3, eval_samples=0), sequential=True)
+    first, _ = streamed.block_samples(0, model.blocks[0])
+    for streamed_sample, sample in zip(first, samples[0], strict=True):
+        assert torch.equal(streamed_sample[0][0], sample[0][0]) and torch.equal(streamed_sample[2], sample[2])
     # only block 0 quantized; leftovers kept in fp32 so the embedders compute what they did at capture
     quantize_model(model, "rtn", 2, bits_to_vq_config(2, leftover_dtype="float32"), blocks=[model.blocks[0]])
     rerun = quantized_path_inputs(model, model.blocks[1], calibration_inputs, samples[1], seed=0)
@@ -263,12 +270,14 @@ def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> Non
         assert torch.equal(args[0], model.blocks[0](*first[0], **first[1]))  # block 0's quantized output
         assert not torch.allclose(args[0], second[0][0])  # which is not the full-precision input
         assert torch.equal(args[1], second[0][1])  # conditioning is not quantized
-    # blocks in a chain: carrying the inputs from block to block gives the same as running the model again
-    assert chained(samples[0], samples[1]) and not chained(samples[0], samples[0])
-    carried = carried_inputs(model.blocks[0], samples[0], samples[1])
-    for (args, kwargs, target), (rerun_args, rerun_kwargs, rerun_target) in zip(carried, rerun, strict=True):
+    # streamed: the quantized path carried from block 0 gives what running the model again gives
+    streamed.advance(model.blocks[0])
+    carried, held_out = streamed.block_samples(1, model.blocks[1])
+    for (args, kwargs, target), (rerun_args, rerun_kwargs, rerun_target), fp, second in zip(
+            carried, rerun, held_out, samples[1], strict=True):
         assert torch.equal(args[0], rerun_args[0]) and torch.equal(args[1], rerun_args[1])
         assert kwargs == rerun_kwargs == {} and torch.equal(target, rerun_target)
+        assert torch.equal(fp[0][0], second[0][0]) and torch.equal(fp[2], second[2])  # held out: full precision
     # and quantize_model uses them: block 1 ends up calibrated differently
     trained = train_tiny_dit(steps=100, depth=2)
     fields = {"iterations": 20, "calibration_samples": 4, "kmeans_iterations": 10, "leftover_dtype": "float32"}
@@ -283,6 +292,10 @@ def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> Non
         assert info.blocks[0]["path_error"] == pytest.approx(info.blocks[0]["error"], rel=1e-5)
         assert info.path_error == info.blocks[1]["path_error"] > info.blocks[1]["error"]
     assert sequential.path_error < plain.path_error and sequential.blocks[1]["error"] > plain.blocks[1]["error"]
+    # recording every block's calls and running the model again for the quantized path calibrates the same
+    _, captured = quantized_copy(trained, "codebook", 2, sequential_inputs=True, stream_inputs=False, **fields)
+    figures = ("kmeans_error", "error", "path_error")
+    assert [[b[f] for f in figures] for b in captured.blocks] == [[b[f] for f in figures] for b in sequential.blocks]
 
 
 def test_rtn_error_decreases_with_bits(trained: TinyDiT) -> None:

@@ -5,7 +5,8 @@ Each weight (out, in) is cut into sub-vectors of d consecutive input weights and
 codewords (k-means++ then Lloyd). VQ4DiT keeps for every sub-vector a candidate set of its n nearest codewords
 and reconstructs it as a softmax-weighted average of them. Codebooks and softmax ratios are calibrated block by
 block with no data: the full-precision model runs on noisy random frames with random conditions at sampled
-timesteps (`make_calibration_inputs`), forward hooks record every block's inputs and outputs, and each block's
+timesteps (`make_calibration_inputs`) gives each block's inputs and full-precision outputs (made one block at a
+time from the first block's inputs when the blocks form a chain, else recorded by forward hooks), and each block's
 quantized output (on the inputs the quantized blocks before it pass on) is pulled towards the full-precision one
 while `L_r = mean(1 - |2r - 1|)` pushes each ratio vector to one-hot. A sub-vector whose top ratio passes 0.99
 is frozen to that candidate; at the end every sub-vector takes its highest-ratio candidate, which is ordinary VQ
@@ -14,6 +15,7 @@ storage (`VQLinear`).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import math
@@ -70,8 +72,8 @@ class VQConfig:
     # held-out shots, previs-tiny of 2026-11-30, the other defaults as now: 2 bits 26.96 dB after_freeze, 29.82 dB
     # joint (codebook-only 28.73 dB); 3 bits 34.5 and 35.79 dB (codebook-only 35.51 dB). Checked on the other 12
     # held-out shots (not used for any choice), joint vs codebook-only: 2 bits 32.63 vs 29.55 dB, 3 bits 36.95 vs
-    # 35.93 dB. On the tiny block above
-    # after_freeze had been a little better (0.0032 vs 0.0034 at 2 bits, 120 steps at lr_logits 5e-2).
+    # 35.93 dB. On the tiny block above after_freeze had been a little better (0.0032 vs 0.0034 at 2 bits, 120
+    # steps at lr_logits 5e-2).
     codebook_training: str = "joint"
     # After this share of the steps every sub-vector takes its top candidate and the remaining steps calibrate the
     # codebooks for those hard assignments (1.0: harden only at the end, as in the paper). Measured as above, 2 bits:
@@ -88,6 +90,9 @@ class VQConfig:
     # Measured as for lr_logits (lr_logits 1e-2): VQ4DiT (64 samples) 33.57 -> 34.45 dB, codebook-only (16 samples)
     # 35.35 -> 35.24 dB.
     sequential_inputs: bool = True
+    # Make each block's inputs from the block before's when the blocks form a chain (`StreamedBlockInputs`: one
+    # block's calls in memory) instead of recording every block's (`CapturedBlockInputs`); the inputs are the same.
+    stream_inputs: bool = True
     eval_samples: int = 4  # further calls, held out, for the block-output error reported
     batch_size: int = 2  # read by calibration-input makers
     group_size: int = 64  # for the "rtn-group" baseline
@@ -436,21 +441,134 @@ def quantized_path_inputs(model: nn.Module, block: nn.Module, make_calibration_i
     return [(args, kwargs, target) for (args, kwargs, _), (_, _, target) in zip(rerun, samples, strict=True)]
 
 
-def chained(previous: list[BlockSample], samples: list[BlockSample]) -> bool:
-    """Whether, in the full-precision capture, each call's first block input is exactly the previous block's
-    output (blocks in a plain chain, as in DiT), so quantized-path inputs can be carried from block to block."""
-    return all(len(args) and isinstance(args[0], torch.Tensor) and torch.equal(args[0].reshape(-1), before[2])
-               for (args, _, _), before in zip(samples, previous, strict=True))
+class _StopForward(Exception):
+    """Raised by a hook to end a forward once the first block's inputs are recorded."""
 
 
 @torch.no_grad()
-def carried_inputs(previous_block: nn.Module, previous: list[BlockSample],
-                   samples: list[BlockSample]) -> list[BlockSample]:
-    """The block's quantized-path inputs when blocks form a chain: the quantized previous block applied to its own
-    quantized-path inputs (one block forward per call instead of a whole model forward); targets stay full
-    precision, the other arguments (conditioning) are the recorded ones."""
-    return [((_block_output(previous_block, before).view_as(args[0]), *args[1:]), kwargs, target)
-            for (args, kwargs, target), before in zip(samples, previous, strict=True)]
+def capture_first_block_inputs(model: nn.Module, block: nn.Module, make_calibration_inputs: Callable[[], dict],
+                               count: int) -> list[tuple[tuple, dict]]:
+    """The first block's (args, kwargs) in `count` calls of the model; each forward stops there."""
+    inputs: list[tuple[tuple, dict]] = []
+
+    def pre_hook(module, args, kwargs):
+        inputs.append((_clone(args), _clone(kwargs)))
+        raise _StopForward
+
+    handle = block.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        for _ in range(count):
+            with contextlib.suppress(_StopForward):
+                model(**make_calibration_inputs())
+    finally:
+        handle.remove()
+    return inputs
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[key], b[key]) for key in a)
+    return a == b
+
+
+def forms_chain(samples: list[list[BlockSample]]) -> bool:
+    """Whether, in a full-precision capture, each block's first input is exactly the output of the block before and
+    its other inputs are the first block's (a plain chain under shared conditioning, as in DiT), so that every
+    block's inputs follow from the first block's (`StreamedBlockInputs`)."""
+    return all(
+        len(args) > 0 and isinstance(args[0], torch.Tensor) and torch.equal(args[0].reshape(-1), before[2])
+        and _equal(args[1:], first_args[1:]) and _equal(kwargs, first_kwargs)
+        for previous, current in zip(samples[:-1], samples[1:], strict=True)
+        for (args, kwargs, _), before, (first_args, first_kwargs, _) in zip(current, previous, samples[0], strict=True))
+
+
+def _seeded_captures(capture: Callable[[int], list], config: VQConfig) -> tuple[list, list, torch.Tensor]:
+    """The calibration calls and the held-out calls after them from the seed, and the random state the held-out
+    calls start from (the calibration calls themselves when there are no held-out ones)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        calibration = capture(config.calibration_samples)
+        held_out_rng = torch.get_rng_state()
+        held_out = capture(config.eval_samples)
+    if not config.eval_samples:
+        return calibration, calibration, torch.Generator().manual_seed(config.seed).get_state()
+    return calibration, held_out, held_out_rng
+
+
+class CapturedBlockInputs:
+    """Every block's samples from one full-precision capture of all blocks, for any model. A block's quantized-path
+    inputs (`sequential`) come from running the calibration calls again through the model as quantized so far, a
+    whole forward a call. Holds every block's calls at once."""
+
+    def __init__(self, model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict],
+                 config: VQConfig, sequential: bool) -> None:
+        self.model, self.make_calibration_inputs, self.seed, self.sequential = (
+            model, make_calibration_inputs, config.seed, sequential)
+        self.calibration, self.held_out, self.held_out_rng = _seeded_captures(
+            lambda count: capture_block_samples(model, blocks, make_calibration_inputs, count), config)
+
+    def block_samples(self, index: int, block: nn.Module) -> tuple[list[BlockSample], list[BlockSample]]:
+        """This block's calibration samples (on the quantized path when sequential) and held-out samples."""
+        calibration = self.calibration[index]
+        if self.sequential and index > 0:
+            calibration = quantized_path_inputs(self.model, block, self.make_calibration_inputs, calibration, self.seed)
+        return calibration, self.held_out[index]
+
+    def advance(self, block: nn.Module) -> None:
+        """Called once the block is quantized; nothing to do when every block's calls were recorded."""
+
+
+class StreamedBlockInputs:
+    """Block samples for blocks that form a chain (`forms_chain`), made one block at a time: only the first block's
+    inputs are recorded (each calibration forward stops there); a block's full-precision targets are its outputs
+    before it is quantized, which are also the next block's full-precision inputs, and its quantized-path inputs
+    (`sequential`) are the quantized block before's outputs on its own. Memory holds one block's calls instead of
+    every block's, and each call costs one block forward per block instead of a whole model forward."""
+
+    def __init__(self, model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict],
+                 config: VQConfig, sequential: bool) -> None:
+        self.sequential = sequential
+        self.calibration, self.held_out, self.held_out_rng = _seeded_captures(
+            lambda count: capture_first_block_inputs(model, blocks[0], make_calibration_inputs, count), config)
+        self.quantized_path = [args for args, _ in self.calibration]
+        self.targets: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+
+    @torch.no_grad()
+    def block_samples(self, index: int, block: nn.Module) -> tuple[list[BlockSample], list[BlockSample]]:
+        """Call while the block is still in full precision."""
+        self.targets = tuple([_block_output(block, (*inputs, None)) for inputs in calls]
+                             for calls in (self.calibration, self.held_out))
+        calibration_inputs = self.quantized_path if self.sequential else [args for args, _ in self.calibration]
+        calibration = [(args, kwargs, target) for args, (_, kwargs), target
+                       in zip(calibration_inputs, self.calibration, self.targets[0], strict=True)]
+        held_out = [(*inputs, target) for inputs, target in zip(self.held_out, self.targets[1], strict=True)]
+        return calibration, held_out
+
+    @torch.no_grad()
+    def advance(self, block: nn.Module) -> None:
+        """Called once the block is quantized: move every path on to the next block's inputs."""
+        if self.sequential:
+            self.quantized_path = [(_block_output(block, (args, kwargs, None)).view_as(args[0]), *args[1:])
+                                   for args, (_, kwargs) in zip(self.quantized_path, self.calibration, strict=True)]
+        self.calibration, self.held_out = (
+            [((target.view_as(args[0]), *args[1:]), kwargs)
+             for (args, kwargs), target in zip(calls, targets, strict=True)]
+            for calls, targets in zip((self.calibration, self.held_out), self.targets, strict=True))
+
+
+def block_inputs(model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict],
+                 config: VQConfig, sequential: bool) -> CapturedBlockInputs | StreamedBlockInputs:
+    """Streamed block inputs when one probe call shows the blocks form a chain (and `config.stream_inputs`), else
+    a capture of every block."""
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        chain = config.stream_inputs and forms_chain(capture_block_samples(model, blocks, make_calibration_inputs, 1))
+    return (StreamedBlockInputs if chain else CapturedBlockInputs)(
+        model, blocks, make_calibration_inputs, config, sequential)
 
 
 def quantize_model(
@@ -485,16 +603,10 @@ def quantize_model(
     linears, skipped = select_linears(model, config, unit, blocks)
     info = QuantizedModelInfo(method, bits, asdict(config), skipped=skipped)
 
-    calibration, held_out, is_chain = [[] for _ in blocks], [[] for _ in blocks], False
+    inputs, held_out = None, [[] for _ in blocks]
     if make_calibration_inputs is not None:
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            calibration = capture_block_samples(model, blocks, make_calibration_inputs, config.calibration_samples)
-            held_out_rng = torch.get_rng_state()
-            held_out = capture_block_samples(model, blocks, make_calibration_inputs, config.eval_samples)
-        if not config.eval_samples:
-            held_out, held_out_rng = list(calibration), torch.Generator().manual_seed(config.seed).get_state()
-        is_chain = all(chained(before, after) for before, after in zip(calibration[:-1], calibration[1:], strict=True))
+        inputs = block_inputs(model, blocks, make_calibration_inputs, config,
+                              config.sequential_inputs and method in ("vq4dit", "codebook"))
         info.capture_seconds = time.perf_counter() - start
 
     block_of = {id(m): i for i, block in enumerate(blocks) for m in block.modules()}
@@ -502,8 +614,11 @@ def quantize_model(
     for name, linear in linears.items():
         by_block.setdefault(block_of.get(id(linear)), {})[name] = linear
 
-    for done, index in enumerate(sorted(by_block, key=lambda i: -1 if i is None else i), start=1):
-        group, record = by_block[index], {"index": index}
+    order = ([None] if None in by_block else []) + list(range(len(blocks)))  # every block moves the inputs on
+    for done, index in enumerate(order, start=1):
+        group, record, calibration = by_block.get(index, {}), {"index": index}, []
+        if index is not None and inputs is not None:
+            calibration, held_out[index] = inputs.block_samples(index, blocks[index])
         if is_vq:
             phase = time.perf_counter()
             soft = {name: SoftVQLinear(linear, config, config.n if method == "vq4dit" else 1)
@@ -515,13 +630,8 @@ def quantize_model(
                 record["kmeans_error"] = _evaluate_with_hard_start(blocks[index], soft, held_out[index])
             if index is not None and method in ("vq4dit", "codebook"):
                 phase = time.perf_counter()
-                if config.sequential_inputs and index > 0:
-                    calibration[index] = (
-                        carried_inputs(blocks[index - 1], calibration[index - 1], calibration[index])
-                        if is_chain else quantized_path_inputs(
-                            model, blocks[index], make_calibration_inputs, calibration[index], config.seed))
                 with torch.enable_grad():
-                    calibrate_block(blocks[index], soft, calibration[index], config, method == "vq4dit")
+                    calibrate_block(blocks[index], soft, calibration, config, method == "vq4dit")
                 record["calibration_seconds"] = time.perf_counter() - phase
             for name, layer in soft.items():
                 quantized = layer.to_vq_linear()
@@ -533,15 +643,17 @@ def quantize_model(
                 quantized = UniformLinear.from_linear(linear, bits, unit if method == "rtn-group" else None, mode)
                 replace_module(model, name, quantized)
                 info.layers[name] = _layer_stats("uniform", linear.weight, quantized)
-        if index is not None:
+        if index is not None and inputs is not None:
+            inputs.advance(blocks[index])
+        if index is not None and group:
             record["error"] = block_output_error(blocks[index], held_out[index]) if held_out[index] else None
             info.blocks.append(record)
             logger.info("%s %d-bit block %d: %s", method, bits, index, record)
         if progress:
-            progress(done, len(by_block))
+            progress(done, len(order))
     round_leftovers(model, getattr(torch, config.leftover_dtype))
-    if make_calibration_inputs is not None:
-        errors = quantized_path_errors(model, blocks, make_calibration_inputs, held_out, held_out_rng)
+    if inputs is not None:
+        errors = quantized_path_errors(model, blocks, make_calibration_inputs, held_out, inputs.held_out_rng)
         for record in info.blocks:
             record["path_error"] = errors[record["index"]]
     info.seconds = time.perf_counter() - start
