@@ -296,6 +296,10 @@ def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> Non
     _, captured = quantized_copy(trained, "codebook", 2, sequential_inputs=True, stream_inputs=False, **fields)
     figures = ("kmeans_error", "error", "path_error")
     assert [[b[f] for f in figures] for b in captured.blocks] == [[b[f] for f in figures] for b in sequential.blocks]
+    # a block with nothing to quantize still passes its inputs on: block 1's inputs are full precision either way
+    _, partial = quantized_copy(trained, "codebook", 2, skip_patterns=("*embed*", "*final*", "blocks.0.*"), **fields)
+    assert [block["index"] for block in partial.blocks] == [1]
+    assert partial.path_error == pytest.approx(partial.blocks[0]["error"], rel=1e-5)
 
 
 def test_rtn_error_decreases_with_bits(trained: TinyDiT) -> None:

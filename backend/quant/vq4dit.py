@@ -619,7 +619,7 @@ def quantize_model(
         group, record, calibration = by_block.get(index, {}), {"index": index}, []
         if index is not None and inputs is not None:
             calibration, held_out[index] = inputs.block_samples(index, blocks[index])
-        if is_vq:
+        if is_vq and group:
             phase = time.perf_counter()
             soft = {name: SoftVQLinear(linear, config, config.n if method == "vq4dit" else 1)
                     for name, linear in group.items()}
@@ -638,7 +638,7 @@ def quantize_model(
                 quantized.set_mode(mode)
                 replace_module(model, name, quantized)
                 info.layers[name] = _layer_stats("vq", group[name].weight, quantized)
-        else:
+        elif not is_vq:
             for name, linear in group.items():
                 quantized = UniformLinear.from_linear(linear, bits, unit if method == "rtn-group" else None, mode)
                 replace_module(model, name, quantized)
