@@ -586,7 +586,8 @@ def quantize_model(
 
     `make_calibration_inputs()` returns keyword arguments for one full-precision forward (noise, a sampled
     timestep, random conditions); it is required by the calibrated methods and, when given, every method reports
-    its held-out block-output error. `progress(done, total)` is called after each group of layers.
+    its held-out block-output errors (on full-precision inputs, and with every block quantized). `progress(done,
+    total)` is called after each block (and once for the layers outside the blocks, when any are quantized).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
