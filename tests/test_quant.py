@@ -259,8 +259,8 @@ def test_sequential_inputs_are_what_the_quantized_blocks_before_pass_on() -> Non
     assert forms_chain(samples) and not forms_chain([samples[0], samples[0]])
     streamed = StreamedBlockInputs(model, list(model.blocks), calibration_inputs,
                                    bits_to_vq_config(2, calibration_samples=3, eval_samples=0), sequential=True)
-    first, _ = streamed.block_samples(0, model.blocks[0])
-    for streamed_sample, sample in zip(first, samples[0], strict=True):
+    streamed_first, _ = streamed.block_samples(0, model.blocks[0])
+    for streamed_sample, sample in zip(streamed_first, samples[0], strict=True):
         assert torch.equal(streamed_sample[0][0], sample[0][0]) and torch.equal(streamed_sample[2], sample[2])
     # only block 0 quantized; leftovers kept in fp32 so the embedders compute what they did at capture
     quantize_model(model, "rtn", 2, bits_to_vq_config(2, leftover_dtype="float32"), blocks=[model.blocks[0]])
