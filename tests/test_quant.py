@@ -153,8 +153,8 @@ def test_packing_rejects_codes_that_do_not_fit() -> None:
 
 
 def test_bits_map_to_codebook_shapes() -> None:
-    shapes = [(c.d, c.k, c.code_bits) for c in map(bits_to_vq_config, (2, 3, 4))]
-    assert shapes == [(4, 256, 2), (2, 64, 3), (2, 256, 4)]
+    shapes = [(c.d, c.k, c.code_bits, c.share_codebooks) for c in map(bits_to_vq_config, (2, 3, 4))]
+    assert shapes == [(4, 256, 2, True), (2, 64, 3, False), (2, 256, 4, False)]
     with pytest.raises(ValueError, match="bits must be one of"):
         bits_to_vq_config(1)
     with pytest.raises(ValueError, match="not 3 bits"):
@@ -349,6 +349,46 @@ def test_full_precision_leftovers_are_stored_in_fp16_without_changing_the_model(
     assert torch.equal(load_quantized(TinyDiT, tmp_path).x_embedder.weight, embedder)  # nothing lost on the way
 
 
+def test_same_shape_layers_of_a_block_share_one_codebook_stored_once(tmp_path) -> None:
+    # TinyBlock's first MLP layer and its modulation are both 256 x 64; its other layers have shapes of their own
+    torch.manual_seed(5)
+    model = TinyDiT(depth=2)
+    separate, separate_info = quantized_copy(model, "kmeans", 2, share_codebooks=False)
+    shared, shared_info = quantized_copy(model, "kmeans", 2, share_codebooks=True)
+    for index in (0, 1):
+        block = shared.blocks[index]
+        assert block.mlp[0].codebook is block.adaLN_modulation.codebook
+        assert block.mlp[0].codebook is not block.qkv.codebook
+    assert not torch.equal(shared.blocks[0].mlp[0].codebook, shared.blocks[1].mlp[0].codebook)  # one a block
+    # the shared codebook is k-means on both layers' sub-vectors together
+    block = model.blocks[0]
+    together = torch.cat([layer.weight.detach().reshape(-1, 4) for layer in (block.mlp[0], block.adaLN_modulation)])
+    expected, _ = kmeans(together, 256, FAST["kmeans_iterations"], seed=0, tol=VQConfig().kmeans_tol)
+    assert torch.equal(shared.blocks[0].mlp[0].codebook, expected.half())
+    # two codebooks fewer (one a block), in the bits per weight and on disk
+    codebook_bits = 256 * 4 * 16
+    weights = sum(layer["weights"] for layer in shared_info.layers.values())
+    assert separate_info.bits_per_weight - shared_info.bits_per_weight == pytest.approx(2 * codebook_bits / weights)
+    save_quantized(separate, tmp_path / "separate", separate_info)
+    save_quantized(shared, tmp_path / "shared", shared_info)
+    stored = load_file(str(tmp_path / "shared" / "quantized_model.safetensors"))
+    assert "blocks.0.mlp.0.codebook" in stored and "blocks.0.adaLN_modulation.codebook" not in stored
+    weights_file = "quantized_model.safetensors"
+    saved_bytes = [(tmp_path / folder / weights_file).stat().st_size for folder in ("separate", "shared")]
+    assert saved_bytes[0] - saved_bytes[1] == pytest.approx(2 * codebook_bits / 8, abs=200)  # header differs a little
+    saved = json.loads((tmp_path / "shared" / "quantization_config.json").read_text())
+    assert saved["format_version"] == 2
+    assert saved["layers"]["blocks.1.adaLN_modulation"]["codebook"] == "blocks.1.mlp.0"
+    assert "codebook" not in saved["layers"]["blocks.1.qkv"]
+    assert saved["bits_per_weight"] == pytest.approx(shared_info.bits_per_weight)
+    # loading ties the codebook again and computes what the in-memory model did
+    loaded = load_quantized(TinyDiT, tmp_path / "shared")
+    assert loaded.blocks[1].mlp[0].codebook is loaded.blocks[1].adaLN_modulation.codebook
+    inputs = calibration_inputs()
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs), shared(**inputs))
+
+
 class OneLayer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -385,11 +425,13 @@ def test_quantize_command_quantizes_the_transformer_of_a_pipeline_folder(trained
     (dense / "pipeline.json").write_text('{"num_inference_steps": 4}')
     (dense / "README.md").write_text("model card of the full-precision model")
     argv = ["quantize", "--bits", "3", "--method", "kmeans", "--weights", str(dense), "--out", str(out),
-            "--model-class", f"{TinyDiT.__module__}:TinyDiT", "--samples", "2"]
+            "--model-class", f"{TinyDiT.__module__}:TinyDiT", "--samples", "2", "--codebooks", "shape"]
     assert cinepregen(argv) == 0
     assert "bits/weight" in capsys.readouterr().out
     saved = json.loads((out / "transformer" / "quantization_config.json").read_text())
     assert saved["method"] == "kmeans" and saved["d"] == 2 and saved["k"] == 64
+    assert saved["run"]["config"]["share_codebooks"]  # --codebooks shape at 3 bits, where the default is a layer's
+    assert saved["layers"]["blocks.0.adaLN_modulation"]["codebook"] == "blocks.0.mlp.0"
     assert saved["run"]["mean_block_error"] > 0  # the model module's make_calibration_inputs was used
     assert (out / "pipeline.json").read_text() == '{"num_inference_steps": 4}'
     assert (out / "scheduler" / "scheduler_config.json").is_file()
@@ -437,8 +479,8 @@ def test_scale_run_times_one_block_and_counts_codebook_overhead() -> None:
     assert min(block["capture_s"], block["kmeans_init_s"], block["calibration_s"]) > 0
     assert block["capture_s"] + block["kmeans_init_s"] + block["calibration_s"] <= block["total_s"]
     assert result["extrapolated_s"] == pytest.approx(5 * block["total_s"])
-    # 2 bits of codes plus one 256 x 4 fp16 codebook per layer: large on 64-wide layers, the share that shrinks
-    # with width (DiT-XL/2's 1152-wide layers).
+    # 2 bits of codes plus 256 x 4 fp16 codebooks (one for each weight shape of the block): large on 64-wide
+    # layers, the share that shrinks with width (DiT-XL/2's 1152-wide layers).
     assert result["bits_per_weight"] > 2.5
     assert result["fp16_size_ratio"] == pytest.approx(16 / result["bits_per_weight"])
 

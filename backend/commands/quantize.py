@@ -135,6 +135,8 @@ def _run(args) -> int:
     model = cls.from_pretrained(model_folder, low_cpu_mem_usage=False).eval()
     overrides = {k: v for k, v in (("iterations", args.iterations), ("calibration_samples", args.samples),
                                    ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None}
+    if args.codebooks:
+        overrides["share_codebooks"] = args.codebooks == "shape"
     config = bits_to_vq_config(args.bits, **overrides)
     with tqdm(desc=f"{args.method} {args.bits}-bit", unit="block") as bar:
         def progress(done: int, total: int) -> None:
@@ -170,5 +172,8 @@ def add_parser(subparsers):
     parser.add_argument("--samples", type=int, help="calibration forwards (sampled timesteps)")
     parser.add_argument("--batch-size", type=int, help="batch of each calibration forward")
     parser.add_argument("--seed", type=int, help="seed of k-means and calibration inputs")
+    parser.add_argument("--codebooks", choices=("layer", "shape"),
+                        help="one codebook a layer, or one for a block's layers of each weight shape "
+                             "(default: shape at 2 bits, layer at 3 and 4)")
     parser.add_argument("--model-class", help="module:Class, when config.json's _class_name is not in backend.models")
     parser.set_defaults(func=_run)

@@ -3,7 +3,8 @@ safetensors file, `quantization_config.json` describing every quantized layer, a
 (diffusers' `save_config`) so the skeleton can be rebuilt before the weights are loaded.
 
 Sizes are what a user downloads: `size_on_disk` counts every file of the folder, and bits per weight count the
-codebooks (or scales and offsets) as well as the codes.
+codebooks (or scales and offsets) as well as the codes. A codebook shared by several layers is stored once, under
+the first of them; the others name that layer in their `codebook` entry (format version 2).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from torch import nn
 
 from backend.quant.baselines import UniformLinear
 from backend.quant.vq4dit import QuantizedModelInfo, replace_module
-from backend.quant.vq_linear import PackedLinear, VQLinear
+from backend.quant.vq_linear import PackedLinear, VQLinear, tie_codebooks
 
 CONFIG_NAME = "quantization_config.json"
 WEIGHTS_NAME = "quantized_model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: one codebook a layer
 
 
 def is_quantized_folder(folder: str | Path) -> bool:
@@ -34,17 +36,36 @@ def size_on_disk(folder: str | Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def _layer_entry(module: nn.Module) -> dict:
+def _layer_entry(module: nn.Module, codebook_owner: str | None) -> dict:
     entry = {"in_features": module.in_features, "out_features": module.out_features, "bias": module.bias is not None}
     if isinstance(module, VQLinear):
-        return {"kind": "vq", "d": module.d, "k": module.k, **entry}
+        return {"kind": "vq", "d": module.d, "k": module.k, **({"codebook": codebook_owner} if codebook_owner else {}),
+                **entry}
     return {"kind": "uniform", "bits": module.bits, "group_size": module.group_size, **entry}
 
 
+def codebook_owners(model: nn.Module) -> dict[str, str]:
+    """For each VQ layer whose codebook equals an earlier layer's (a shared one), the name of that earlier layer."""
+    owners, stored = {}, []
+    for name, module in model.named_modules():
+        if isinstance(module, VQLinear):
+            owner = next((other for other, codebook in stored if codebook.shape == module.codebook.shape
+                          and torch.equal(codebook, module.codebook)), None)
+            if owner:
+                owners[name] = owner
+            else:
+                stored.append((name, module.codebook))
+    return owners
+
+
 def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a quantized folder stores: fp32 ones in fp16 wherever that is exact (``round_leftovers``)."""
+    """The tensors a quantized folder stores: fp32 ones in fp16 wherever that is exact (``round_leftovers``), and a
+    shared codebook once (`codebook_owners`)."""
     state = {}
+    shared = {f"{name}.codebook" for name in codebook_owners(model)}
     for key, tensor in model.state_dict().items():
+        if key in shared:
+            continue
         tensor = tensor.detach().contiguous()
         if tensor.dtype == torch.float32 and torch.equal(tensor.half().float(), tensor):
             tensor = tensor.half()
@@ -58,7 +79,7 @@ def storage_summary(model: nn.Module, state: dict[str, torch.Tensor]) -> dict:
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, PackedLinear)}
     packed = {f"{name}.{key}" for name, m in quantized.items() for key in m.state_dict() if key != "bias"}
     quantized_weights = sum(m.in_features * m.out_features for m in quantized.values())
-    quantized_bits = sum(m.storage_bits() for m in quantized.values())
+    quantized_bits = sum(state[key].numel() * state[key].element_size() * 8 for key in packed if key in state)
     stored_bytes = sum(t.numel() * t.element_size() for t in state.values())
     dense_parameters = quantized_weights + sum(t.numel() for key, t in state.items() if key not in packed)
     return {
@@ -75,7 +96,9 @@ def save_quantized(model: nn.Module, folder: str | Path, info: QuantizedModelInf
     """Write a quantized model folder; `info` (from `quantize_model`) adds the run's measurements to the config."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    layers = {name: _layer_entry(m) for name, m in model.named_modules() if isinstance(m, PackedLinear)}
+    owners = codebook_owners(model)
+    layers = {name: _layer_entry(m, owners.get(name)) for name, m in model.named_modules()
+              if isinstance(m, PackedLinear)}
     if not layers:
         raise ValueError("model has no VQLinear or UniformLinear layers; run quantize_model first")
     if hasattr(model, "save_config"):
@@ -115,7 +138,7 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
     if not is_quantized_folder(folder):
         raise FileNotFoundError(f"{folder} is not a quantized model folder (no {CONFIG_NAME})")
     config = json.loads((folder / CONFIG_NAME).read_text())
-    if config.get("format_version") != FORMAT_VERSION:
+    if config.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"unsupported quantized format version {config.get('format_version')} in {folder}")
     if isinstance(model_class_or_base_model, nn.Module):
         model = model_class_or_base_model
@@ -129,5 +152,13 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
         else:
             layer = UniformLinear(*shape, entry["bits"], entry["group_size"], bias=entry["bias"], mode=mode)
         replace_module(model, name, layer)
-    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+    state = load_file(str(folder / WEIGHTS_NAME))
+    sharing: dict[str, list[str]] = {}
+    for name, entry in config["layers"].items():
+        if entry.get("codebook"):
+            state[f"{name}.codebook"] = state[f"{entry['codebook']}.codebook"]
+            sharing.setdefault(entry["codebook"], [entry["codebook"]]).append(name)
+    for names in sharing.values():
+        tie_codebooks([model.get_submodule(name) for name in names])
+    model.load_state_dict(state, strict=True)
     return model.eval()

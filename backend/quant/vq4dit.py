@@ -2,7 +2,8 @@
 the baselines (k-means VQ, codebook-only VQ, round-to-nearest) on the same model with the same measurements.
 
 Each weight (out, in) is cut into sub-vectors of d consecutive input weights and clustered into a codebook of k
-codewords (k-means++ then Lloyd). VQ4DiT keeps for every sub-vector a candidate set of its n nearest codewords
+codewords (k-means++ then Lloyd; one codebook a layer, or one for a block's layers of the same shape with
+`share_codebooks`). VQ4DiT keeps for every sub-vector a candidate set of its n nearest codewords
 and reconstructs it as a softmax-weighted average of them. Codebooks and softmax ratios are calibrated block by
 block with no data: the full-precision model runs on noisy random frames with random conditions at sampled
 timesteps (`make_calibration_inputs`) gives each block's inputs and full-precision outputs (made one block at a
@@ -29,7 +30,7 @@ from torch import nn
 
 from backend.quant.baselines import UniformLinear
 from backend.quant.kmeans import kmeans, nearest_codewords
-from backend.quant.vq_linear import VQLinear
+from backend.quant.vq_linear import VQLinear, tie_codebooks
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,12 @@ class VQConfig:
     kmeans_iterations: int = 100
     kmeans_tol: float = 1e-3  # stop Lloyd once the MSE improves by less (relative); 768x192 layer: rel. error
     # 0.3035 after 100 iterations, 0.3055 after 20 (about where 1e-3 stops), at a fifth of the time
-    # Calibration steps per block. First 4 held-out shots, 2 bits, both methods at the same count (block error on
-    # full-precision inputs, end-to-end PSNR against full precision, time): 200 steps VQ4DiT 2.91e-3, 30.12 dB, 180 s
-    # against codebook-only 1.65e-3, 28.73 dB; 400 steps 1.46e-3, 34.36 dB, 285 s against 1.41e-3, 29.44 dB; 600 steps
-    # 1.11e-3, 33.06 dB, 424 s against 1.32e-3, 30.14 dB (3 bits, in `bench vq`: 7.98e-4 against 8.96e-4). On the other
-    # 12 held-out shots, not used for the choice, 2 bits: 34.73 dB against 31.18 dB. VQ4DiT's soft assignments
-    # need the longer run to settle.
+    # Calibration steps per block. First 4 held-out shots, 2 bits with a codebook a layer, both methods at the same
+    # count (block error on full-precision inputs, end-to-end PSNR against full precision, time): 200 steps VQ4DiT
+    # 2.91e-3, 30.12 dB, 180 s against codebook-only 1.65e-3, 28.73 dB; 400 steps 1.46e-3, 34.36 dB, 285 s against
+    # 1.41e-3, 29.44 dB; 600 steps 1.11e-3, 33.06 dB, 424 s against 1.32e-3, 30.14 dB (3 bits, in `bench vq`: 7.98e-4
+    # against 8.96e-4). On the other 12 held-out shots, not used for the choice, 2 bits: 34.73 dB against 31.18 dB.
+    # VQ4DiT's soft assignments need the longer run to settle.
     iterations: int = 600
     # End-to-end PSNR against full precision, 3 bits, first 4 held-out shots, previs-tiny of 2026-11-30 (the shots the
     # VQ benchmark reports, so these defaults were chosen on them): lr_logits 5e-2 (authors' code) 25.95 dB, 1e-2
@@ -73,13 +74,13 @@ class VQConfig:
     distill_weight: float = 1.0  # lambda_d
     freeze_threshold: float = 0.99  # a sub-vector is fixed to its top candidate once its ratio passes this
     freeze_fraction: float = 0.99  # a layer switches to hard codes once this share of its sub-vectors is fixed
-    # "joint" (the paper's): codebooks train with the ratios from the first step; "after_freeze" (the authors' code):
-    # a layer's codebook trains only once its assignments are hard. End-to-end PSNR against full precision, first 4
-    # held-out shots, previs-tiny of 2026-11-30, the other defaults as now: 2 bits 26.96 dB after_freeze, 29.82 dB
-    # joint (codebook-only 28.73 dB); 3 bits 34.5 and 35.79 dB (codebook-only 35.51 dB). Checked on the other 12
-    # held-out shots (not used for any choice), joint vs codebook-only: 2 bits 32.63 vs 29.55 dB, 3 bits 36.95 vs
-    # 35.93 dB. On the tiny block above after_freeze had been a little better (0.0032 vs 0.0034 at 2 bits, 120
-    # steps at lr_logits 5e-2).
+    # "joint" (the paper's): codebooks train with the ratios from the first step; "after_freeze" (the authors' code): a
+    # layer's codebook trains only once its assignments are hard (a shared one once all its layers' are). End-to-end
+    # PSNR against full precision, first 4 held-out shots, previs-tiny of 2026-11-30, a codebook a layer, 200 steps: 2
+    # bits 26.96 dB after_freeze, 29.82 dB joint (codebook-only 28.73 dB); 3 bits 34.5 and 35.79 dB (codebook-only 35.51
+    # dB). Checked on the other 12 held-out shots (not used for any choice), joint vs codebook-only: 2 bits 32.63 vs
+    # 29.55 dB, 3 bits 36.95 vs 35.93 dB. On the tiny block above after_freeze had been a little better (0.0032 vs
+    # 0.0034 at 2 bits, 120 steps at lr_logits 5e-2).
     codebook_training: str = "joint"
     # After this share of the steps every sub-vector takes its top candidate and the remaining steps calibrate the
     # codebooks for those hard assignments (1.0: harden only at the end, as in the paper). Measured as above, 2 bits:
@@ -102,6 +103,13 @@ class VQConfig:
     eval_samples: int = 4  # further calls, held out, for the block-output error reported
     batch_size: int = 2  # read by calibration-input makers
     group_size: int = 64  # for the "rtn-group" baseline
+    # Layers of one block with the same weight shape (a DiT block's attention projections) share one codebook, fit
+    # by k-means to all their sub-vectors and calibrated by all of them. A 256 x 4 fp16 codebook is 0.48 bits a
+    # weight on previs-tiny's 16K-weight projections but 0.01 on DiT-XL/2's 1.3M-weight ones. k-means relative
+    # weight error, previs-tiny blocks 0, 3, 5 at d=4, k=256 (13 layers, 4 shapes a block): 0.0653, 0.0667, 0.0655
+    # one codebook a layer; 0.0732, 0.0753, 0.0733 one a shape; 0.0839, 0.0885, 0.0850 one a block (layers scaled
+    # to unit RMS first; without, the small-weight layers fare worst: second MLP layer 0.08 -> 0.12).
+    share_codebooks: bool = False
     # Layers that stay in full precision: everything outside the transformer blocks (embedders, final layer) as in
     # the paper, layers matching a pattern (fnmatch on the full or the last name), and tiny layers.
     blocks_only: bool = True
@@ -135,12 +143,14 @@ class VQConfig:
 
 
 def bits_to_vq_config(bits: int, **overrides) -> VQConfig:
-    """The one place that maps a bit width to (d, k): 2 -> d=4,k=256; 3 -> d=2,k=64; 4 -> d=2,k=256."""
-    shapes = {2: (4, 256), 3: (2, 64), 4: (2, 256)}
+    """The one place that maps a bit width to (d, k): 2 -> d=4,k=256; 3 -> d=2,k=64; 4 -> d=2,k=256. At 2 bits the
+    256 x 4 codebooks are shared by same-shape layers of a block (`share_codebooks`); the 3-bit ones are 64 x 2
+    (0.03 bits a weight here) and stay one a layer."""
+    shapes = {2: (4, 256, True), 3: (2, 64, False), 4: (2, 256, False)}
     if bits not in shapes:
         raise ValueError(f"bits must be one of {sorted(shapes)}, got {bits}")
-    d, k = shapes[bits]
-    return VQConfig(**{"d": d, "k": k, **overrides})
+    d, k, share = shapes[bits]
+    return VQConfig(**{"d": d, "k": k, "share_codebooks": share, **overrides})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,21 +174,21 @@ def one_hot_regularizer(ratios: torch.Tensor) -> torch.Tensor:
 
 
 class SoftVQLinear(nn.Module):
-    """A linear layer during calibration: learnable codebook, candidate logits and bias; frozen rows are one-hot."""
+    """A linear layer during calibration: learnable codebook, candidate logits and bias; frozen rows are one-hot.
+    The codebook is fit by k-means to this layer's sub-vectors unless a (shared) one is given."""
 
-    def __init__(self, linear: nn.Linear, config: VQConfig, n: int) -> None:
+    def __init__(self, linear: nn.Linear, config: VQConfig, n: int, codebook: nn.Parameter | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()
-        subvectors = weight.reshape(-1, config.d)  # (N, d)
-        codebook, _ = kmeans(subvectors, config.k, config.kmeans_iterations, seed=config.seed, tol=config.kmeans_tol)
-        candidates, distances = candidate_sets(subvectors, codebook, n)
+        subvectors = linear.weight.detach().float().reshape(-1, config.d)  # (N, d)
+        codebook = codebook if codebook is not None else kmeans_codebook([linear], config)
+        candidates, distances = candidate_sets(subvectors, codebook.detach(), n)
         if config.ratio_init == "uniform":
             logits = torch.zeros_like(distances)
         else:
             # softmax(-log |w - c|) = ratios proportional to the inverse Euclidean distance (distances are squared)
             logits = -0.5 * torch.log(distances + 1e-12 * distances.mean() + 1e-30)
-        self.codebook = nn.Parameter(codebook)  # (k, d)
+        self.codebook = codebook  # (k, d)
         self.logits = nn.Parameter(logits)  # (N, n)
         self.register_buffer("candidates", candidates)  # (N, n) codeword indices
         self.register_buffer("frozen", torch.zeros(len(candidates), dtype=torch.bool))
@@ -213,6 +223,37 @@ class SoftVQLinear(nn.Module):
         assignments = self.candidates.gather(1, self.logits.argmax(-1, keepdim=True)).squeeze(1)
         bias = None if self.bias is None else self.bias.detach()
         return VQLinear.from_assignments(assignments, self.codebook.detach().half(), bias, self.in_features)
+
+
+def kmeans_codebook(linears: list[nn.Linear], config: VQConfig) -> nn.Parameter:
+    """A learnable codebook (k, d), k-means on the sub-vectors of all the given layers."""
+    subvectors = torch.cat([linear.weight.detach().float().reshape(-1, config.d) for linear in linears])
+    return nn.Parameter(kmeans(subvectors, config.k, config.kmeans_iterations, seed=config.seed,
+                               tol=config.kmeans_tol)[0])
+
+
+def soft_vq_layers(linears: dict[str, nn.Linear], config: VQConfig, n: int) -> dict[str, SoftVQLinear]:
+    """Calibration layers for one block's linears: a k-means codebook each, or with `share_codebooks` one for every
+    weight shape, fit to the sub-vectors of all the layers of that shape."""
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for name, linear in linears.items():
+        by_shape.setdefault(tuple(linear.weight.shape) if config.share_codebooks else (id(linear),), []).append(name)
+    soft = {}
+    for names in by_shape.values():
+        codebook = kmeans_codebook([linears[name] for name in names], config)
+        soft.update({name: SoftVQLinear(linears[name], config, n, codebook) for name in names})
+    return {name: soft[name] for name in linears}
+
+
+def hard_vq_layers(soft: dict[str, SoftVQLinear]) -> dict[str, VQLinear]:
+    """The final `VQLinear`s; layers that shared a codebook in calibration share one tensor (`tie_codebooks`)."""
+    hard = {name: layer.to_vq_linear() for name, layer in soft.items()}
+    sharing: dict[int, list[VQLinear]] = {}
+    for name, layer in soft.items():
+        sharing.setdefault(id(layer.codebook), []).append(hard[name])
+    for layers in sharing.values():
+        tie_codebooks(layers)
+    return hard
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,8 +382,8 @@ def calibrate_block(
     train_assignments: bool = True,
 ) -> None:
     """Minimise the block's relative output MSE over codebooks, biases and (VQ4DiT) candidate ratios."""
-    codebook_params = [p for layer in layers.values() for p in (layer.codebook, layer.bias) if p is not None]
-    codebook_params = [p for p in codebook_params if p.requires_grad]
+    codebook_params = {id(p): p for layer in layers.values() for p in (layer.codebook, layer.bias) if p is not None}
+    codebook_params = [p for p in codebook_params.values() if p.requires_grad]  # a shared codebook once
     groups = [{"params": codebook_params, "lr": config.lr_codebook}]
     if train_assignments:
         groups.append({"params": [layer.logits for layer in layers.values()], "lr": config.lr_logits})
@@ -628,8 +669,7 @@ def quantize_model(
             calibration, held_out[index] = inputs.block_samples(index, blocks[index])
         if is_vq and group:
             phase = time.perf_counter()
-            soft = {name: SoftVQLinear(linear, config, config.n if method == "vq4dit" else 1)
-                    for name, linear in group.items()}
+            soft = soft_vq_layers(group, config, config.n if method == "vq4dit" else 1)
             record["kmeans_seconds"] = time.perf_counter() - phase  # k-means and candidate sets
             for name, layer in soft.items():
                 replace_module(model, name, layer)
@@ -640,8 +680,7 @@ def quantize_model(
                 with torch.enable_grad():
                     calibrate_block(blocks[index], soft, calibration, config, method == "vq4dit")
                 record["calibration_seconds"] = time.perf_counter() - phase
-            for name, layer in soft.items():
-                quantized = layer.to_vq_linear()
+            for name, quantized in hard_vq_layers(soft).items():
                 quantized.set_mode(mode)
                 replace_module(model, name, quantized)
                 info.layers[name] = _layer_stats("vq", group[name].weight, quantized)

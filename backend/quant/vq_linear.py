@@ -1,8 +1,9 @@
 """`VQLinear`: a linear layer stored as bit-packed codebook assignments plus an fp16 codebook.
 
 The weight (out, in) is cut into sub-vectors of d consecutive input weights along each row; sub-vector j of the
-flattened weight is `codebook[codes[j]]`. Two modes trade memory for speed (measured in diffusers-probe.md §5:
-at few tokens the gather dominates, at thousands of tokens it adds 5-10 %):
+flattened weight is `codebook[codes[j]]`; several layers may share one codebook tensor (`tie_codebooks`). Two
+modes trade memory for speed (measured in diffusers-probe.md §5: at few tokens the gather dominates, at thousands
+of tokens it adds 5-10 %):
   - "cached": dequantize once on first use and keep the dense weight (fast);
   - "per_call": dequantize inside every forward (least memory: only the packed codes stay resident).
 Either way the output equals `F.linear(x, dequantized_weight, bias)`.
@@ -63,6 +64,7 @@ class VQLinear(PackedLinear):
         self.register_buffer("codebook", torch.zeros(k, d, dtype=torch.float16))  # (k, d)
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("_dense", None, persistent=False)
+        self.codebook_users = 1  # layers sharing this codebook (`tie_codebooks`); each counts its share of the bits
         self.set_mode(mode)
 
     @classmethod
@@ -87,12 +89,24 @@ class VQLinear(PackedLinear):
         """The dense weight (out, in) in float32."""
         return F.embedding(self.assignments(), self.codebook.float()).view(self.out_features, self.in_features)
 
-    def storage_bits(self) -> int:
-        """Bits stored for the weight: packed codes plus the fp16 codebook (the bias is counted apart)."""
-        return self.codes.numel() * 8 + self.codebook.numel() * 16
+    def storage_bits(self) -> float:
+        """Bits stored for the weight: packed codes plus the fp16 codebook, or this layer's share of a shared one
+        (the bias is counted apart)."""
+        return self.codes.numel() * 8 + self.codebook.numel() * 16 / self.codebook_users
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, d={self.d}, k={self.k}, mode={self.mode}"
+
+
+def tie_codebooks(layers: list[VQLinear]) -> None:
+    """Make the layers use the first one's codebook tensor (their codes index one shared codebook)."""
+    for layer in layers:
+        if layer.codebook.shape != layers[0].codebook.shape:
+            raise ValueError(f"cannot share a {tuple(layers[0].codebook.shape)} codebook with a layer of "
+                             f"{tuple(layer.codebook.shape)}")
+        layer.codebook = layers[0].codebook
+        layer.codebook_users = len(layers)
+        layer._dense = None
 
 
 def set_quantized_mode(model: nn.Module, mode: str) -> None:
