@@ -153,8 +153,8 @@ def test_packing_rejects_codes_that_do_not_fit() -> None:
 
 
 def test_bits_map_to_codebook_shapes() -> None:
-    shapes = [(c.d, c.k, c.code_bits, c.share_codebooks) for c in map(bits_to_vq_config, (2, 3, 4))]
-    assert shapes == [(4, 256, 2, True), (2, 64, 3, False), (2, 256, 4, False)]
+    shapes = [(c.d, c.k, c.code_bits, c.share_codebooks, c.row_scale_spread) for c in map(bits_to_vq_config, (2, 3, 4))]
+    assert shapes == [(4, 256, 2, True, None), (2, 64, 3, False, 4.0), (2, 256, 4, False, None)]
     with pytest.raises(ValueError, match="bits must be one of"):
         bits_to_vq_config(1)
     with pytest.raises(ValueError, match="not 3 bits"):
@@ -165,14 +165,18 @@ def test_bits_map_to_codebook_shapes() -> None:
 
 
 @pytest.mark.parametrize("bits", [2, 3])
-def test_vq_linear_modes_equal_dense_dequantized_weight(bits: int) -> None:
+@pytest.mark.parametrize("scaled_rows", [False, True])
+def test_vq_linear_modes_equal_dense_dequantized_weight(bits: int, scaled_rows: bool) -> None:
     config = bits_to_vq_config(bits)
     generator = torch.Generator().manual_seed(1)
     out_features, in_features = 24, 32
     codebook = torch.randn(config.k, config.d, generator=generator).half()
     assignments = torch.randint(config.k, (out_features * in_features // config.d,), generator=generator)
-    layer = VQLinear.from_assignments(assignments, codebook, torch.randn(out_features), in_features)
+    scale = torch.rand(out_features, generator=generator).half() if scaled_rows else None
+    layer = VQLinear.from_assignments(assignments, codebook, torch.randn(out_features), in_features, row_scale=scale)
     dense = codebook.float()[assignments].view(out_features, in_features)  # direct gather, row-major sub-vectors
+    if scaled_rows:
+        dense = dense * scale.float().unsqueeze(1)
     assert torch.equal(layer.dequantize(), dense)
     x = torch.randn(5, 3, in_features)
     expected = F.linear(x, dense, layer.bias)
@@ -208,6 +212,28 @@ def test_candidates_and_soft_reconstruction_match_brute_force() -> None:
     # the final hard layer takes each sub-vector's highest-ratio candidate (here: the nearest codeword)
     hard = soft.to_vq_linear().dequantize().reshape(-1, 4)
     assert torch.equal(hard, soft.codebook.detach().half().float()[order[:, 0]])
+
+
+def test_rows_of_very_different_scale_are_quantized_scaled_and_stored_with_their_scale(tmp_path) -> None:
+    torch.manual_seed(6)
+    model = OneLayer()
+    layer = model.blocks[0][0]
+    layer.weight.data *= torch.logspace(-1.5, 0, 512).unsqueeze(1)  # row RMS spans about 30x
+    plain = SoftVQLinear(layer, bits_to_vq_config(3, row_scale_spread=None, kmeans_iterations=10), 1)
+    scaled = SoftVQLinear(layer, bits_to_vq_config(3, kmeans_iterations=10), 1)  # 3 bits: rows spanning > 4x
+    assert plain.row_scale is None
+    torch.testing.assert_close(scaled.row_scale, layer.weight.pow(2).mean(1).sqrt(), rtol=1e-3, atol=0)
+    errors = [F.mse_loss(soft.to_vq_linear().dequantize(), layer.weight).item() for soft in (plain, scaled)]
+    assert errors[1] < 0.7 * errors[0]
+    even = OneLayer()  # rows of one scale: no row scales at all
+    assert SoftVQLinear(even.blocks[0][0], bits_to_vq_config(3, kmeans_iterations=1), 1).row_scale is None
+    # stored (fp16, 16 bits a row on top of codes and codebook) and loaded back exactly
+    info = quantize_model(model, "kmeans", 3, bits_to_vq_config(3, kmeans_iterations=10))
+    assert info.bits_per_weight == pytest.approx((512 * 512 // 2 * 6 + 64 * 2 * 16 + 512 * 16) / 512**2)
+    save_quantized(model, tmp_path, info)
+    assert json.loads((tmp_path / "quantization_config.json").read_text())["layers"]["blocks.0.0"]["row_scale"]
+    loaded = load_quantized(OneLayer(), tmp_path)
+    assert torch.equal(loaded.blocks[0][0].dequantize(), model.blocks[0][0].dequantize())
 
 
 def test_one_hot_regularizer() -> None:

@@ -4,7 +4,8 @@ safetensors file, `quantization_config.json` describing every quantized layer, a
 
 Sizes are what a user downloads: `size_on_disk` counts every file of the folder, and bits per weight count the
 codebooks (or scales and offsets) as well as the codes. A codebook shared by several layers is stored once, under
-the first of them; the others name that layer in their `codebook` entry (format version 2).
+the first of them; the others name that layer in their `codebook` entry, and a layer with fp16 row scales says so in
+`row_scale` (format version 2).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def size_on_disk(folder: str | Path) -> int:
 def _layer_entry(module: nn.Module, codebook_owner: str | None) -> dict:
     entry = {"in_features": module.in_features, "out_features": module.out_features, "bias": module.bias is not None}
     if isinstance(module, VQLinear):
-        return {"kind": "vq", "d": module.d, "k": module.k, **({"codebook": codebook_owner} if codebook_owner else {}),
-                **entry}
+        vq = {"kind": "vq", "d": module.d, "k": module.k, "row_scale": module.row_scale is not None}
+        return {**vq, **({"codebook": codebook_owner} if codebook_owner else {}), **entry}
     return {"kind": "uniform", "bits": module.bits, "group_size": module.group_size, **entry}
 
 
@@ -148,7 +149,8 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
     for name, entry in config["layers"].items():
         shape = (entry["in_features"], entry["out_features"])
         if entry["kind"] == "vq":
-            layer = VQLinear(*shape, entry["d"], entry["k"], bias=entry["bias"], mode=mode)
+            layer = VQLinear(*shape, entry["d"], entry["k"], bias=entry["bias"], mode=mode,
+                             row_scale=entry.get("row_scale", False))
         else:
             layer = UniformLinear(*shape, entry["bits"], entry["group_size"], bias=entry["bias"], mode=mode)
         replace_module(model, name, layer)

@@ -1,9 +1,9 @@
 """`VQLinear`: a linear layer stored as bit-packed codebook assignments plus an fp16 codebook.
 
 The weight (out, in) is cut into sub-vectors of d consecutive input weights along each row; sub-vector j of the
-flattened weight is `codebook[codes[j]]`; several layers may share one codebook tensor (`tie_codebooks`). Two
-modes trade memory for speed (measured in diffusers-probe.md §5: at few tokens the gather dominates, at thousands
-of tokens it adds 5-10 %):
+flattened weight is `codebook[codes[j]]`, times its row's fp16 scale where the layer has them; several layers may
+share one codebook tensor (`tie_codebooks`). Two modes trade memory for speed (measured in diffusers-probe.md §5: at
+few tokens the gather dominates, at thousands of tokens it adds 5-10 %):
   - "cached": dequantize once on first use and keep the dense weight (fast);
   - "per_call": dequantize inside every forward (least memory: only the packed codes stay resident).
 Either way the output equals `F.linear(x, dequantized_weight, bias)`.
@@ -50,7 +50,8 @@ class PackedLinear(nn.Module):
 
 class VQLinear(PackedLinear):
     def __init__(
-        self, in_features: int, out_features: int, d: int, k: int, bias: bool = True, mode: str = "cached"
+        self, in_features: int, out_features: int, d: int, k: int, bias: bool = True, mode: str = "cached",
+        row_scale: bool = False,
     ) -> None:
         super().__init__()
         if in_features % d:
@@ -63,6 +64,8 @@ class VQLinear(PackedLinear):
         self.register_buffer("codes", torch.zeros(packed_size(self.num_subvectors, self.code_bits), dtype=torch.uint8))
         self.register_buffer("codebook", torch.zeros(k, d, dtype=torch.float16))  # (k, d)
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        # fp16 scale of each output row (rows were quantized scaled to unit RMS), or None
+        self.register_buffer("row_scale", torch.ones(out_features, dtype=torch.float16) if row_scale else None)
         self.register_buffer("_dense", None, persistent=False)
         self.codebook_users = 1  # layers sharing this codebook (`tie_codebooks`); each counts its share of the bits
         self.set_mode(mode)
@@ -70,16 +73,18 @@ class VQLinear(PackedLinear):
     @classmethod
     def from_assignments(
         cls, assignments: torch.Tensor, codebook: torch.Tensor, bias: torch.Tensor | None, in_features: int,
-        mode: str = "cached",
+        mode: str = "cached", row_scale: torch.Tensor | None = None,
     ) -> VQLinear:
-        """Build from integer assignments (out * in / d,) and a codebook (k, d)."""
+        """Build from integer assignments (out * in / d,), a codebook (k, d) and optionally row scales (out,)."""
         k, d = codebook.shape
         out_features = assignments.numel() * d // in_features
-        layer = cls(in_features, out_features, d, k, bias=bias is not None, mode=mode)
+        layer = cls(in_features, out_features, d, k, bias=bias is not None, mode=mode, row_scale=row_scale is not None)
         layer.codes.copy_(pack_codes(assignments, layer.code_bits))
         layer.codebook.copy_(codebook.detach())
         if bias is not None:
             layer.bias.copy_(bias.detach())
+        if row_scale is not None:
+            layer.row_scale.copy_(row_scale.detach())
         return layer
 
     def assignments(self) -> torch.Tensor:
@@ -87,15 +92,18 @@ class VQLinear(PackedLinear):
 
     def dequantize(self) -> torch.Tensor:
         """The dense weight (out, in) in float32."""
-        return F.embedding(self.assignments(), self.codebook.float()).view(self.out_features, self.in_features)
+        weight = F.embedding(self.assignments(), self.codebook.float()).view(self.out_features, self.in_features)
+        return weight if self.row_scale is None else weight * self.row_scale.float().unsqueeze(1)
 
     def storage_bits(self) -> float:
-        """Bits stored for the weight: packed codes plus the fp16 codebook, or this layer's share of a shared one
-        (the bias is counted apart)."""
-        return self.codes.numel() * 8 + self.codebook.numel() * 16 / self.codebook_users
+        """Bits stored for the weight: packed codes, the fp16 codebook (or this layer's share of a shared one) and
+        the fp16 row scales if any (the bias is counted apart)."""
+        scales = 0 if self.row_scale is None else self.row_scale.numel() * 16
+        return self.codes.numel() * 8 + self.codebook.numel() * 16 / self.codebook_users + scales
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, d={self.d}, k={self.k}, mode={self.mode}"
+        return (f"in={self.in_features}, out={self.out_features}, d={self.d}, k={self.k}, "
+                f"row_scale={self.row_scale is not None}, mode={self.mode}")
 
 
 def tie_codebooks(layers: list[VQLinear]) -> None:
