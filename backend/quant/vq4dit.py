@@ -117,7 +117,7 @@ class VQConfig:
     # (0.002 to 0.08), every other layer's at most 1.6x; scaling its rows cuts the modulation's k-means relative
     # weight error at 3 bits from 0.039-0.043 to 0.023-0.025 and leaves the others' within 0.002. On at 3 bits: the
     # 16 held-out shots' leakage went from +5.6% to +3.4% of full precision (chosen after a diagnosis on them); on 16
-    # new shots from +0.8% to +2.3%, the picture figures a little closer (previs-tiny-vq3's card).
+    # new shots from +0.8% to +2.3%, the picture figures as good or a little better (previs-tiny-vq3's card).
     row_scale_spread: float | None = None
     # Layers that stay in full precision: everything outside the transformer blocks (embedders, final layer) as in
     # the paper, layers matching a pattern (fnmatch on the full or the last name), and tiny layers.
