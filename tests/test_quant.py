@@ -357,6 +357,23 @@ def test_save_load_forward_matches_in_memory_model(trained: TinyDiT, tmp_path, m
     assert saved["layers"]["blocks.0.qkv"]["out_features"] == 192
 
 
+def test_folders_of_format_1_still_load(trained: TinyDiT, tmp_path) -> None:
+    """Version 1 (a codebook a layer, no row scales) wrote no `codebook` or `row_scale` entries."""
+    model, info = quantized_copy(trained, "kmeans", 3, row_scale_spread=None)
+    save_quantized(model, tmp_path, info)
+    config_path = tmp_path / "quantization_config.json"
+    config = json.loads(config_path.read_text())
+    for entry in config["layers"].values():
+        del entry["row_scale"]
+    config_path.write_text(json.dumps({**config, "format_version": 1}))
+    inputs = calibration_inputs()
+    with torch.no_grad():
+        assert torch.equal(load_quantized(TinyDiT, tmp_path)(**inputs), model(**inputs))
+    config_path.write_text(json.dumps({**config, "format_version": 3}))
+    with pytest.raises(ValueError, match="unsupported quantized format version 3"):
+        load_quantized(TinyDiT, tmp_path)
+
+
 @pytest.mark.parametrize("leftover_dtype", ["float16", "float32"])
 def test_full_precision_leftovers_are_stored_in_fp16_without_changing_the_model(trained: TinyDiT, tmp_path,
                                                                                 leftover_dtype: str) -> None:
