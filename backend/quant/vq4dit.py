@@ -193,7 +193,7 @@ class SoftVQLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("row_scale", row_scale(linear, config))  # (out,) or None
-        subvectors = scaled_subvectors(linear, config)  # (N, d)
+        subvectors = scaled_subvectors(linear, self.row_scale, config.d)  # (N, d)
         codebook = codebook if codebook is not None else kmeans_codebook([linear], config)
         candidates, distances = candidate_sets(subvectors, codebook.detach(), n)
         if config.ratio_init == "uniform":
@@ -247,15 +247,15 @@ def row_scale(linear: nn.Linear, config: VQConfig) -> torch.Tensor | None:
     return rms.clamp_min(rms.max() * 1e-4).half().float()
 
 
-def scaled_subvectors(linear: nn.Linear, config: VQConfig) -> torch.Tensor:
-    """The weight's sub-vectors (N, d), rows divided by their `row_scale` where the layer has one."""
-    weight, scale = linear.weight.detach().float(), row_scale(linear, config)
-    return (weight if scale is None else weight / scale.unsqueeze(1)).reshape(-1, config.d)
+def scaled_subvectors(linear: nn.Linear, scale: torch.Tensor | None, d: int) -> torch.Tensor:
+    """The weight's sub-vectors (N, d), rows divided by their scale (`row_scale`) where there is one."""
+    weight = linear.weight.detach().float()
+    return (weight if scale is None else weight / scale.unsqueeze(1)).reshape(-1, d)
 
 
 def kmeans_codebook(linears: list[nn.Linear], config: VQConfig) -> nn.Parameter:
     """A learnable codebook (k, d), k-means on the (scaled) sub-vectors of all the given layers."""
-    subvectors = torch.cat([scaled_subvectors(linear, config) for linear in linears])
+    subvectors = torch.cat([scaled_subvectors(linear, row_scale(linear, config), config.d) for linear in linears])
     return nn.Parameter(kmeans(subvectors, config.k, config.kmeans_iterations, seed=config.seed,
                                tol=config.kmeans_tol)[0])
 
