@@ -19,13 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.eval.metrics import psnr
 from backend.quant.serialization import save_quantized, size_on_disk
 from backend.quant.vq4dit import bits_to_vq_config, quantize_model
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def _timed(generate_fn) -> tuple:
@@ -93,7 +89,7 @@ def run_vq_benchmark(weights: Path | None, bundles: list, bits: list[int], metho
                     "method": method, "bits": bit_width, "bits_per_weight": info.bits_per_weight,
                     "bytes": size_on_disk(folder), "weight_mse": info.weight_mse, "block_error": info.mean_block_error,
                     "path_error": info.path_error, "quantize_seconds": info.seconds,
-                    "psnr_vs_full": float(np.mean([_psnr(clip, full_clip) for clip, full_clip in pairs])), **figures,
+                    "psnr_vs_full": float(np.mean([psnr(clip, full_clip) for clip, full_clip in pairs])), **figures,
                 })
                 report(f"{label}: done in {info.seconds:.0f} s, block error {_cell(info.mean_block_error, '.4g')}, "
                        f"last block quantized path {_cell(info.path_error, '.4g')}")
