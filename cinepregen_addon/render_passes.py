@@ -21,12 +21,8 @@ no OpenEXR package.
 
 from __future__ import annotations
 
-import functools
 import struct
-import subprocess
-import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +35,8 @@ from .core import camera_geometry, shot_bundle
 ID_PROPERTY = "cinepregen_id"
 REFERENCE_PROPERTY = "cinepregen_reference"
 PASS_MATERIAL = "CinePreGen Pass Surface"
+CLAY_MATERIAL = "CinePreGen Clay"
+CLAY_SAMPLES = 4
 DEFAULT_RESOLUTION = (128, 72)
 GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
 NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
@@ -178,20 +176,24 @@ def _set_common(o: _Overrides, scene, spec: ShotRenderSpec, camera, filepath: st
     o.set(render, "filepath", filepath)
 
 
-def _pass_material():
-    """An emission-only surface for every object during the pass render: the passes do not depend on shading,
-    and skipping BSDF evaluation and light sampling makes the render about three times faster."""
-    material = bpy.data.materials.get(PASS_MATERIAL)
+def _override_material(name: str, shader: str, output: str):
+    """The material ``name`` (made once): one ``shader`` node into the surface output."""
+    material = bpy.data.materials.get(name)
     if material is None:
-        material = bpy.data.materials.new(PASS_MATERIAL)
+        material = bpy.data.materials.new(name)
         if material.node_tree is None:  # 4.5: a material has no node tree until it uses nodes
             material.use_nodes = True
         nodes = material.node_tree.nodes
         nodes.clear()
-        emission = nodes.new("ShaderNodeEmission")
-        output = nodes.new("ShaderNodeOutputMaterial")
-        material.node_tree.links.new(emission.outputs["Emission"], output.inputs["Surface"])
+        node = nodes.new(shader)
+        material.node_tree.links.new(node.outputs[output], nodes.new("ShaderNodeOutputMaterial").inputs["Surface"])
     return material
+
+
+def _pass_material():
+    """An emission-only surface for every object during the pass render: the passes do not depend on shading,
+    and skipping BSDF evaluation and light sampling makes the render about three times faster."""
+    return _override_material(PASS_MATERIAL, "ShaderNodeEmission", "Emission")
 
 
 def _set_cycles_passes(o: _Overrides, scene) -> object:
@@ -368,27 +370,6 @@ def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot
     return shot_bundle.FrameCamera(frame=frame, K=K, world_to_camera=world_to_camera)
 
 
-@functools.cache
-def clay_render_available() -> bool:
-    """Whether Workbench can render here. Without an OpenGL/EGL driver it aborts the whole process, so the
-    headless check runs a tiny render in a child process first."""
-    if not bpy.app.background:
-        return True
-    script = (
-        "import bpy, tempfile, os\n"
-        "s = bpy.context.scene\n"
-        "s.render.engine = 'BLENDER_WORKBENCH'\n"
-        "s.render.resolution_x = s.render.resolution_y = 8\n"
-        "s.render.filepath = os.path.join(tempfile.mkdtemp(), 'probe.png')\n"
-        "bpy.ops.render.render(write_still=True)\n"
-    )
-    try:
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
 def _read_image_rgb(path: Path) -> np.ndarray:
     """Any image file Blender reads (PNG, JPEG, ...) as (H, W, 3) uint8, top row first."""
     image = bpy.data.images.load(str(path), check_existing=False)
@@ -404,22 +385,39 @@ def _read_image_rgb(path: Path) -> np.ndarray:
     return np.clip(np.rint(rgba[..., :3] * 255.0), 0, 255).astype(np.uint8)
 
 
+def _clay_material():
+    """A plain grey diffuse surface (albedo 0.8) for the clay pass."""
+    material = _override_material(CLAY_MATERIAL, "ShaderNodeBsdfDiffuse", "BSDF")
+    material.node_tree.nodes["Diffuse BSDF"].inputs["Color"].default_value = (0.8, 0.8, 0.8, 1.0)
+    return material
+
+
 def _render_clay(scene, spec: ShotRenderSpec, camera, frames: list[int], work: Path,
                  progress: ProgressFn | None, total: float) -> list[np.ndarray]:
+    """The clay pass: the shot under the scene's own lights and world with every surface grey diffuse (Cycles,
+    denoised), so light, shadow and the set's shapes reach the model as the target render shows them."""
     o = _Overrides()
     try:
         _set_common(o, scene, spec, camera, str(work / "clay_######"))
-        render, shading = scene.render, scene.display.shading
-        o.set(render, "engine", "BLENDER_WORKBENCH")
+        render, cycles = scene.render, scene.cycles
+        o.set(render, "engine", "CYCLES")
+        o.set(render, "use_persistent_data", True)
+        o.set(cycles, "device", "CPU")
+        o.set(cycles, "samples", CLAY_SAMPLES)
+        o.set(cycles, "use_adaptive_sampling", False)
+        o.set(cycles, "use_denoising", True)
+        o.set(cycles, "max_bounces", 2)
         if hasattr(render.image_settings, "media_type"):
             o.set(render.image_settings, "media_type", "IMAGE")
         o.set(render.image_settings, "file_format", "PNG")
         o.set(render.image_settings, "color_mode", "RGB")
         o.set(render.image_settings, "color_depth", "8")
         o.set(scene.view_settings, "view_transform", "Standard")
-        o.set(shading, "light", "STUDIO")
-        o.set(shading, "color_type", "SINGLE")
         o.set(render, "film_transparent", False)
+        view_layer = scene.view_layers[0]
+        for layer in scene.view_layers:
+            o.set(layer, "use", layer == view_layer)
+        o.set(view_layer, "material_override", _clay_material())
         paths = [Path(render.frame_path(frame=f)) for f in frames]
         _render_animation(scene, frames, progress, "clay", total)
     finally:
@@ -451,9 +449,7 @@ def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progres
             raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {path}")
     ids = ensure_object_ids(scene)
     frames = list(range(spec.frame_start, spec.frame_end + 1))
-    use_clay = spec.include_clay and clay_render_available()
-    if spec.include_clay and not use_clay:
-        warnings.warn("Workbench cannot render here (no OpenGL/EGL); the clay pass is left out", stacklevel=2)
+    use_clay = spec.include_clay
     total = len(frames) * (3 if use_clay else 2)
     frame_current = scene.frame_current
     with tempfile.TemporaryDirectory(prefix="cinepregen-passes-") as tmp:

@@ -129,11 +129,10 @@ def test_vector_pass_convention_on_a_cycles_render(tmp_path):
     """On a real render (camera trucking right, one prop moving right and up), the vector pass read with our
     convention matches the camera-induced flow on static surfaces and shows the prop's own motion."""
     from backend.blender.scenes import build_test_scene
-    from cinepregen_addon.render_passes import ShotRenderSpec, clay_render_available, render_shot_bundle
+    from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
 
     scene = build_test_scene(n_objects=3, moving=True, camera_move="truck", frame_start=1, frame_end=3)
-    with_clay = clay_render_available()
-    spec = ShotRenderSpec("truck", scene["camera"], 1, 3, include_clay=with_clay)
+    spec = ShotRenderSpec("truck", scene["camera"], 1, 3, include_clay=True)
     bundle = read_bundle(render_shot_bundle(scene["scene"], spec, tmp_path / "truck"))
     moving_id = next(o.id for o in bundle.objects if o.name == scene["moving"])
     p0, p1 = bundle.passes[:2]
@@ -160,19 +159,19 @@ def test_vector_pass_convention_on_a_cycles_render(tmp_path):
     )
     assert np.allclose(flow[prop & valid], vector_flow[prop & valid])
     assert valid.mean() > 0.8
-    if with_clay:  # a clip rendered consistently by the engine
-        clip = np.stack([p.clay for p in bundle.passes]) / 255.0
-        args = (
-            [p.depth for p in bundle.passes],
-            [p.object_id for p in bundle.passes],
-            [c.K for c in bundle.cameras],
-            [c.world_to_camera for c in bundle.cameras],
-        )
-        consistent = metrics.temporal_warping_error(clip, *args, vectors=[p.vector for p in bundle.passes])
-        shifted = metrics.temporal_warping_error(
-            np.roll(clip, 3, axis=2), *args, vectors=[p.vector for p in bundle.passes]
-        )
-        assert consistent["mean"] < 0.01 and shifted["mean"] > 1.8 * consistent["mean"]  # measured 0.0038 vs 0.0090
+    # a clip rendered consistently by the engine (the clay pass)
+    clip = np.stack([p.clay for p in bundle.passes]) / 255.0
+    args = (
+        [p.depth for p in bundle.passes],
+        [p.object_id for p in bundle.passes],
+        [c.K for c in bundle.cameras],
+        [c.world_to_camera for c in bundle.cameras],
+    )
+    consistent = metrics.temporal_warping_error(clip, *args, vectors=[p.vector for p in bundle.passes])
+    shifted = metrics.temporal_warping_error(
+        np.roll(clip, 3, axis=2), *args, vectors=[p.vector for p in bundle.passes]
+    )
+    assert consistent["mean"] < 0.01 and shifted["mean"] > 1.8 * consistent["mean"]  # measured 0.0038 vs 0.0090
 
 
 def test_psnr_known_answers():

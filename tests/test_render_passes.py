@@ -307,28 +307,28 @@ def test_render_passes_cli_renders_storyboard_shots(tmp_path):
         assert [c.frame for c in bundle.cameras] == list(range(start, end + 1))
 
 
-def test_clay_pass_in_a_child_process(tmp_path):
-    """Workbench aborts the process where OpenGL is missing, so it runs in a child."""
-    script = textwrap.dedent(f"""
-        import numpy as np
-        from backend.blender.scenes import build_test_scene
-        from cinepregen_addon.core import shot_bundle
-        from cinepregen_addon.render_passes import ShotRenderSpec, clay_render_available, render_shot_bundle
-        if not clay_render_available():
-            raise SystemExit(3)
-        info = build_test_scene(frame_end=2)
-        spec = ShotRenderSpec("clay", info["camera"], 1, 2, resolution=(64, 36), include_clay=True)
-        bundle = shot_bundle.read_bundle(render_shot_bundle(info["scene"], spec, r"{tmp_path / 'clay'}"))
-        wall_id = {{o.name: o.id for o in bundle.objects}}["Wall"]
-        for p in bundle.passes:
-            assert p.clay.shape == (36, 64, 3) and p.clay.dtype == np.uint8
-            wall, props = p.object_id == wall_id, (p.object_id > 0) & (p.object_id != wall_id)
-            assert abs(float(p.clay[props].mean()) - float(p.clay[wall].mean())) > 1.0
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    if result.returncode == 3:
-        pytest.skip("Workbench cannot render here (no OpenGL/EGL)")
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_clay_pass_is_grey_clay_under_the_scenes_own_light(tmp_path):
+    """The clay pass shows the scene's light and shadow on grey surfaces: the lit side of a prop is brighter than its
+    far side, and turning the sun off darkens the whole pass."""
+    import bpy
+
+    from backend.blender.scenes import build_test_scene
+    from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
+
+    info = build_test_scene(frame_end=2)
+    spec = ShotRenderSpec("clay", info["camera"], 1, 2, resolution=(64, 36), include_clay=True)
+    bundle = shot_bundle.read_bundle(render_shot_bundle(info["scene"], spec, tmp_path / "clay"))
+    wall_id = {o.name: o.id for o in bundle.objects}["Wall"]
+    for p in bundle.passes:
+        assert p.clay.shape == (36, 64, 3) and p.clay.dtype == np.uint8
+        wall, props = p.object_id == wall_id, (p.object_id > 0) & (p.object_id != wall_id)
+        assert abs(float(p.clay[props].mean()) - float(p.clay[wall].mean())) > 1.0
+        assert np.abs(p.clay[..., 0].astype(int) - p.clay[..., 2]).max() <= 2 + 0.1 * p.clay.max()  # grey surfaces
+    for light in (o for o in info["scene"].objects if o.type == "LIGHT"):
+        light.data.energy = 0.0
+    dark = shot_bundle.read_bundle(render_shot_bundle(info["scene"], spec, tmp_path / "dark"))
+    assert dark.passes[0].clay.mean() < 0.8 * bundle.passes[0].clay.mean()
+    assert bpy.data.materials.get("CinePreGen Clay").users == 0  # the override is undone
 
 
 @pytest.mark.parametrize("multipart", [False, True])
