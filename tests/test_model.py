@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from backend.conditioning import id_edges, inverse_depth, relative_cameras, working_resolution
+from backend.conditioning import id_edges, normalised, relative_cameras, working_resolution
 from backend.models.previs_dit import PRESETS, PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import CLIPReferenceAdapter, ReferenceEncoder
 from backend.training.losses import training_loss
@@ -165,8 +165,8 @@ def test_training_loss_reaches_the_model_and_the_reference_encoder():
 
 
 def test_conditioning_helpers():
-    depth = np.array([[[0.0, 1.0], [2.0, 4.0]]])
-    torch.testing.assert_close(torch.from_numpy(inverse_depth(depth)), torch.tensor([[[0.0, 1.0], [0.5, 0.25]]]))
+    inverse = torch.tensor([[[0.0, 2.0], [1.0, 0.5]]])
+    torch.testing.assert_close(normalised(inverse), torch.tensor([[[0.0, 1.0], [0.5, 0.25]]]))
     ids = np.array([[[0, 0, 1], [0, 0, 1]]])
     assert id_edges(ids).tolist() == [[[0, 1, 1], [0, 1, 1]]]
     assert working_resolution(128, 72, 8, 144) == (128, 72)

@@ -33,7 +33,9 @@ def shot(tmp_path_factory):
     from backend.training.dataset import HELDOUT_SEED_OFFSET, DatasetConfig, build_shot
 
     folder = tmp_path_factory.mktemp("shot") / "shot_00000"
-    return build_shot(folder, HELDOUT_SEED_OFFSET + 99, DatasetConfig(frames=FRAMES, target_samples=4))
+    # the card's held-out shots: 128x72, primitives only (the data the shipped weights were trained and measured on)
+    config = DatasetConfig(frames=FRAMES, target_samples=4, resolution=(128, 72), asset_share=0.0)
+    return build_shot(folder, HELDOUT_SEED_OFFSET + 99, config)
 
 
 def test_shipped_weights_are_deterministic_in_range_and_of_the_bundles_shape(shot):

@@ -15,7 +15,7 @@ from cinepregen_addon.core.shot_bundle import read_bundle
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     assert main(["dataset", "build", "--out", str(out), "--shots", "2", "--heldout", "1", "--frames", "3",
-                 "--samples", "2"]) == 0
+                 "--samples", "2", "--asset-share", "0"]) == 0
     return out
 
 
@@ -25,9 +25,10 @@ def test_dataset_has_bundles_targets_and_a_disjoint_heldout_split(dataset):
     for shot in shots:
         bundle = read_bundle(shot / "bundle")
         target = np.load(shot / "target.npz")["frames"]
-        assert target.shape == (3, 72, 128, 3) and target.dtype == np.uint8 and target.std() > 5
+        assert target.shape == (3, 144, 256, 3) and target.dtype == np.uint8 and target.std() > 5
         assert len(bundle.passes) == 3 and bundle.reference_images  # every object wears a look
-        assert (bundle.width, bundle.height) == (128, 72)
+        assert (bundle.width, bundle.height) == (256, 144)
+        assert all(p.clay is not None and p.clay.std() > 1 for p in bundle.passes)  # the clay pass is rendered
     train_ids = {json.loads((s / "bundle" / "shot.json").read_text())["shot"]["scene_seed"] for s in shots[:2]}
     heldout_id = json.loads((shots[2] / "bundle" / "shot.json").read_text())["shot"]["scene_seed"]
     assert heldout_id not in train_ids
@@ -36,13 +37,13 @@ def test_dataset_has_bundles_targets_and_a_disjoint_heldout_split(dataset):
 def test_dataset_build_is_reproducible_and_resumes(dataset, tmp_path, capsys):
     again = tmp_path / "again"
     assert main(["dataset", "build", "--out", str(again), "--shots", "1", "--heldout", "0", "--frames", "3",
-                 "--samples", "2"]) == 0
+                 "--samples", "2", "--asset-share", "0"]) == 0
     first = read_bundle(dataset / "train" / "shot_00000" / "bundle")
     np.testing.assert_array_equal(read_bundle(again / "train" / "shot_00000" / "bundle").passes[1].object_id,
                                   first.passes[1].object_id)
     mtime = (again / "train" / "shot_00000" / "target.npz").stat().st_mtime
     assert main(["dataset", "build", "--out", str(again), "--shots", "1", "--heldout", "0", "--frames", "3",
-                 "--samples", "2"]) == 0
+                 "--samples", "2", "--asset-share", "0"]) == 0
     assert (again / "train" / "shot_00000" / "target.npz").stat().st_mtime == mtime  # kept, not re-rendered
     assert main(["dataset", "build", "--out", str(again), "--shots", "1", "--frames", "4"]) == 2
     assert "built with frames=3, not 4" in capsys.readouterr().err
@@ -51,7 +52,7 @@ def test_dataset_build_is_reproducible_and_resumes(dataset, tmp_path, capsys):
 def test_train_logs_validates_resumes_and_saves_a_loadable_pipeline(dataset, tmp_path):
     run = tmp_path / "run"
     common = ["train", "--data", str(dataset), "--out", str(run), "--preset", "tiny-test", "--batch-size", "1",
-              "--clip-frames", "2", "--val-every", "2", "--warmup", "1"]
+              "--clip-frames", "2", "--context-frames", "1", "--val-every", "2", "--warmup", "1"]
     assert main([*common, "--steps", "5", "--stop-at", "3"]) == 0  # validated and saved at the stop
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val_loss" in r] == [2, 3]
@@ -64,8 +65,9 @@ def test_train_logs_validates_resumes_and_saves_a_loadable_pipeline(dataset, tmp
     config = TrainConfig(data=str(dataset), out=str(run), steps=5, warmup=1)
     assert [r["lr"] for r in log] == pytest.approx([learning_rate(r["step"] - 1, config) for r in log])
     pipeline = PrevisPipeline.from_pretrained(run / "final")
+    assert pipeline.refiner is not None and pipeline.transformer.config.context_channels == 4
     clip = pipeline(read_bundle(dataset / "heldout" / "shot_00000" / "bundle"), num_inference_steps=1)
-    assert clip.shape == (3, 72, 128, 3)
+    assert clip.shape == (3, 144, 256, 3)
 
 
 def test_reference_swap_scores_only_outside_the_swapped_object():
@@ -100,7 +102,8 @@ def test_reference_swap_scores_only_outside_the_swapped_object():
 def test_fine_tuning_starts_from_a_saved_pipeline_and_keeps_its_sampling(dataset, tmp_path):
     import torch
 
-    common = ["--data", str(dataset), "--batch-size", "1", "--clip-frames", "2", "--steps", "1"]
+    common = ["--data", str(dataset), "--batch-size", "1", "--clip-frames", "2", "--context-frames", "1",
+              "--steps", "1"]
     assert main(["train", *common, "--out", str(tmp_path / "base"), "--preset", "tiny-test"]) == 0
     start = PrevisPipeline.from_pretrained(tmp_path / "base" / "final")
     start.sampling["num_inference_steps"] = 3
@@ -113,3 +116,28 @@ def test_fine_tuning_starts_from_a_saved_pipeline_and_keeps_its_sampling(dataset
     assert tuned.transformer.config.hidden_size == start.transformer.config.hidden_size == 32  # not the preset
     before = dict(start.transformer.named_parameters())
     assert any(not torch.equal(p, before[n]) for n, p in tuned.transformer.named_parameters())
+
+
+def test_a_walking_gltf_character_is_one_object_with_a_picture_reference(tmp_path):
+    """Held-out scenes take their subject from characters training never sees; a skinned character's parts are one
+    object of the ID pass, its helper objects are gone, it walks, and its reference is a picture of it."""
+    import bpy
+
+    from backend.training.assets import HELDOUT_ASSETS, TRAIN_ASSETS, default_asset_dir
+    from backend.training.dataset import DatasetConfig, build_shot
+
+    assert default_asset_dir() is not None, "the shared asset pack (../shared/assets) is missing"
+    assert not {a.file for a in TRAIN_ASSETS} & {a.file for a in HELDOUT_ASSETS}
+    config = DatasetConfig(frames=3, resolution=(64, 36), target_samples=1, asset_share=1.0,
+                           asset_dir=str(default_asset_dir()))
+    shot = build_shot(tmp_path / "shot", 7, config, heldout=True)
+    bundle = read_bundle(shot / "bundle")
+    assert bundle.shot["subject_asset"] in {a.file for a in HELDOUT_ASSETS}
+    names = [o.name for o in bundle.objects]
+    assert "Character" in names and not any(n.startswith("Icosphere") for n in names)
+    character = next(o.id for o in bundle.objects if o.name == "Character")
+    assert sum((p.object_id == character).sum() for p in bundle.passes) > 0
+    picture = bundle.reference_images[character]
+    assert picture.shape[:2] == (96, 96) and picture.std() > 10
+    joined = bpy.data.objects["Character"]  # the scene is still loaded: every held-out character is skinned
+    assert any(m.type == "ARMATURE" and m.object is not None for m in joined.modifiers)

@@ -46,11 +46,14 @@ PREDICTION_TYPES = ("sample", "velocity")
 MIN_SIGMA = 0.05  # clean-frame prediction: velocity = (noisy - clean) / sigma, with sigma clamped here
 
 # Named sizes (DiT-style registry). previs-tiny (2.9 M params): a 16-frame 128x72 shot, 10 steps with CFG, 3.4 s here.
+# Every preset reads the clay pass and context frames (shading_channels, context_channels).
+_CLIP_INPUTS = dict(shading_channels=4, context_channels=4)
 PRESETS: dict[str, dict] = {
-    "tiny-test": dict(hidden_size=32, depth=1, num_heads=2, reference_dim=32),
-    "previs-tiny": dict(hidden_size=128, depth=6, num_heads=4, reference_dim=128),
-    "previs-small": dict(hidden_size=384, depth=12, num_heads=6, reference_dim=256),
+    "tiny-test": dict(hidden_size=32, depth=1, num_heads=2, reference_dim=32, **_CLIP_INPUTS),
+    "previs-tiny": dict(hidden_size=128, depth=6, num_heads=4, reference_dim=128, **_CLIP_INPUTS),
+    "previs-small": dict(hidden_size=384, depth=12, num_heads=6, reference_dim=256, **_CLIP_INPUTS),
 }
+
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -116,6 +119,10 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         attention: "factorised" (spatial then temporal, the default, faster here) or "full" (one 3-D attention).
         sample_size: (height, width) the model is trained at; sets the token budget the pipeline runs at.
         prediction_type: "sample" (the network outputs clean frames) or "velocity" (it outputs noise - clean).
+        shading_channels: extra input channels for the clay pass and its flag (0: the model does not read it).
+        context_channels: extra input channels for clean context frames (RGB and a flag, 0: none). Long shots are
+            generated in overlapping windows; each window's first frames carry the previous window's last frames
+            here, so the model continues them instead of starting afresh.
     """
 
     _supports_gradient_checkpointing = True
@@ -124,7 +131,7 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
     def __init__(self, in_channels: int = 3, condition_channels: int = CONDITION_CHANNELS, patch_size: int = 8,
                  hidden_size: int = 192, depth: int = 6, num_heads: int = 6, mlp_ratio: float = 4.0,
                  reference_dim: int = 128, attention: str = "factorised", sample_size: tuple[int, int] = (72, 128),
-                 prediction_type: str = "sample"):
+                 prediction_type: str = "sample", shading_channels: int = 0, context_channels: int = 0):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
@@ -132,8 +139,9 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
             raise ValueError(f"attention must be 'factorised' or 'full', got {attention!r}")
         if hidden_size % num_heads or hidden_size % 4:
             raise ValueError(f"hidden_size {hidden_size} must divide by num_heads {num_heads} and by 4")
-        # 1. Patch embedding of noisy frames and guidance together
-        self.patch_embed = nn.Conv2d(in_channels + condition_channels, hidden_size, patch_size, stride=patch_size)
+        # 1. Patch embedding of noisy frames, guidance, shading and context together
+        self.patch_embed = nn.Conv2d(in_channels + condition_channels + shading_channels + context_channels,
+                                     hidden_size, patch_size, stride=patch_size)
         # 2. Timestep embedding (shared by every block's adaLN)
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(256, hidden_size)
@@ -164,7 +172,8 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
 
     def forward(self, noisy_frames: torch.Tensor, timestep: torch.Tensor, guidance: torch.Tensor,
                 reference_tokens: torch.Tensor | None = None, object_masks: torch.Tensor | None = None,
-                reference_strengths: torch.Tensor | None = None) -> torch.Tensor:
+                reference_strengths: torch.Tensor | None = None, shading: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
         """Clean frames or velocity (``config.prediction_type``), (B, F, 3, H, W); see :func:`velocity_from_output`.
 
         Args:
@@ -174,6 +183,9 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
             object_masks: (B, N_obj, F, H, W) pixel coverage of each object; None applies every reference to every
                 token (the unmasked leakage baseline).
             reference_strengths: (B, N_obj), default 1; 0 removes a reference exactly (padding, dropout, CFG).
+            shading: (B, F, shading_channels, H, W) clay pass and flag; None is "no clay pass" (zeros).
+            context: (B, F, context_channels, H, W) clean context frames in [-1, 1] and a flag (1 on context
+                frames); None is "no context" (zeros).
         """
         batch, frames, channels, height, width = noisy_frames.shape
         p = self.config.patch_size
@@ -185,8 +197,10 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         rows, cols = height // p, width // p
         tokens = rows * cols
 
-        # 1. Patchify frames + guidance, add positions
-        x = torch.cat([noisy_frames, guidance.to(noisy_frames.dtype)], dim=2).flatten(0, 1)  # (B*F, C+Cg, H, W)
+        # 1. Patchify frames + guidance (+ shading, context), add positions
+        extras = [self._optional_input(shading, self.config.shading_channels, noisy_frames, "shading"),
+                  self._optional_input(context, self.config.context_channels, noisy_frames, "context")]
+        x = torch.cat([noisy_frames, guidance.to(noisy_frames.dtype), *extras], dim=2).flatten(0, 1)
         x = self.patch_embed(x).flatten(2).transpose(1, 2).reshape(batch, frames * tokens, -1)  # (B, F*N, D)
         pos = video_position_embedding(x.shape[-1], frames, rows, cols).to(x)
         x = x + pos.reshape(1, frames * tokens, -1)
@@ -208,6 +222,15 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (B, F*N, p*p*C)
         x = x.view(batch, frames, rows, cols, p, p, channels).permute(0, 1, 6, 2, 4, 3, 5)
         return x.reshape(batch, frames, channels, height, width)
+
+    @staticmethod
+    def _optional_input(value: torch.Tensor | None, channels: int, like: torch.Tensor, name: str) -> torch.Tensor:
+        shape = (*like.shape[:2], channels, *like.shape[3:])
+        if value is None or channels == 0:
+            return like.new_zeros(shape)
+        if tuple(value.shape) != shape:
+            raise ValueError(f"{name} must be {shape}, got {tuple(value.shape)}")
+        return value.to(like.dtype)
 
     def _reference_kwargs(self, reference_tokens, object_masks, reference_strengths, batch, frames, tokens) -> dict:
         if reference_tokens is None:

@@ -8,13 +8,25 @@ a CPU can afford. Classifier-free guidance is over references: the unconditional
 inside the masks of the referenced objects.
 The bundle's text prompt is not read: the small default model has no text encoder.
 
+Long shots are generated in overlapping windows of ``window_frames`` (``pipeline.json``): each window after the
+first starts with the last ``context_frames`` frames generated before it as clean context (a model with
+``context_channels`` reads them), and every per-clip quantity of the conditions is taken over the window
+(``backend.conditioning.clip_conditions``), so frame 200 of a shot is generated exactly as frame 10 is. A model
+without context channels generates the whole shot as one clip.
+
+The DiT samples at its working resolution (its token budget); the frame refiner (``backend.models.frame_refiner``),
+when the folder has one, brings each window's frames to the bundle's resolution with the full-resolution passes.
+Without one, frames are upsampled bilinearly.
+
 Weights folder layout (``save_pretrained``/``from_pretrained``)::
 
     transformer/        PrevisDiT (config.json + safetensors), or its quantized form (``cinepregen quantize``:
                         quantization_config.json + packed weights), loaded the same way
     reference_encoder/  ReferenceEncoder
+    refiner/            FrameRefiner (optional)
     scheduler/          scheduler_config.json
-    pipeline.json       sampling defaults: num_inference_steps, reference_guidance_scale
+    pipeline.json       sampling defaults: num_inference_steps, reference_guidance_scale, window_frames,
+                        context_frames
 """
 
 from __future__ import annotations
@@ -28,22 +40,41 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from backend.conditioning import batch_conditions, shot_conditions
+from backend.conditioning import batch_conditions, clip_conditions, shot_passes, working_resolution
+from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "previs-tiny"
-SAMPLING_DEFAULTS = {"num_inference_steps": 10, "reference_guidance_scale": 2.0}
+SAMPLING_DEFAULTS = {"num_inference_steps": 10, "reference_guidance_scale": 2.0, "window_frames": 16,
+                     "context_frames": 4}
+REFINER_CHUNK_FRAMES = 8  # frames refined per call (bounds memory at large sizes)
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps); may raise to stop between steps
 
 
+def clip_windows(frames: int, window: int, context: int) -> list[tuple[int, int, int]]:
+    """(start, length, context frames) of each window that covers ``frames`` frames: windows of at most ``window``
+    frames, each after the first starting with the last ``context`` frames of the one before."""
+    if frames <= window:
+        return [(0, frames, 0)]
+    if not 0 <= context < window:
+        raise ValueError(f"context_frames must be in [0, window_frames), got {context} for {window}")
+    windows, start = [(0, window, 0)], window - context
+    while start + context < frames:
+        windows.append((start, min(window, frames - start), context))
+        start += window - context
+    return windows
+
+
 class PrevisPipeline:
     def __init__(self, transformer: PrevisDiT, reference_encoder: ReferenceEncoder,
-                 scheduler: FlowMatchEulerDiscreteScheduler | None = None, sampling: dict | None = None):
+                 scheduler: FlowMatchEulerDiscreteScheduler | None = None, sampling: dict | None = None,
+                 refiner: FrameRefiner | None = None):
         self.transformer = transformer.eval()
         self.reference_encoder = reference_encoder.eval()
+        self.refiner = refiner.eval() if refiner is not None else None
         self.scheduler = scheduler or FlowMatchEulerDiscreteScheduler(shift=1.0)
         self.sampling = {**SAMPLING_DEFAULTS, **(sampling or {})}
 
@@ -52,14 +83,17 @@ class PrevisPipeline:
         return next(self.transformer.parameters()).device
 
     def to(self, device: str | torch.device) -> PrevisPipeline:
-        self.transformer.to(device)
-        self.reference_encoder.to(device)
+        for model in (self.transformer, self.reference_encoder, self.refiner):
+            if model is not None:
+                model.to(device)
         return self
 
     def save_pretrained(self, folder: str | Path) -> Path:
         folder = Path(folder)
         self.transformer.save_pretrained(folder / "transformer")
         self.reference_encoder.save_pretrained(folder / "reference_encoder")
+        if self.refiner is not None:
+            self.refiner.save_pretrained(folder / "refiner")
         self.scheduler.save_pretrained(folder / "scheduler")
         (folder / "pipeline.json").write_text(json.dumps(self.sampling, indent=2) + "\n")
         return folder
@@ -76,9 +110,11 @@ class PrevisPipeline:
             transformer = load_quantized(PrevisDiT, folder / "transformer")
         else:
             transformer = PrevisDiT.from_pretrained(folder / "transformer", low_cpu_mem_usage=False)
+        refiner = (FrameRefiner.from_pretrained(folder / "refiner", low_cpu_mem_usage=False)
+                   if (folder / "refiner" / "config.json").is_file() else None)
         return cls(transformer,
                    ReferenceEncoder.from_pretrained(folder / "reference_encoder", low_cpu_mem_usage=False),
-                   FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"), sampling).to(device)
+                   FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"), sampling, refiner).to(device)
 
     @torch.no_grad()
     def __call__(self, bundle, *, num_inference_steps: int | None = None, seed: int | None = None,
@@ -106,51 +142,81 @@ class PrevisPipeline:
             raise ValueError(f"num_inference_steps must be >= 1, got {steps}")
         generator = torch.Generator().manual_seed(int(bundle.seed if seed is None else seed))
 
-        # 2. Conditions: guidance passes + rays, masks, reference tokens
+        # 2. The shot's passes, read once, and the reference tokens of the objects that have a reference
         config = self.transformer.config
-        shot = shot_conditions(bundle, config.patch_size, self.transformer.max_tokens_per_frame, references_override)
-        inputs = batch_conditions([shot])
-        guidance = inputs["guidance"].to(self.device)  # (1, F, C, h, w)
-        tokens = masks = strengths = None
-        if inputs["references"] is not None:
-            per_object = inputs["reference_strengths"][0].clone()
-            for i, obj_id in enumerate(shot.object_ids):
+        passes = shot_passes(bundle, references_override)
+        width, height = working_resolution(bundle.width, bundle.height, config.patch_size,
+                                           self.transformer.max_tokens_per_frame)
+        tokens = strengths = active = None
+        if passes.references is not None:
+            per_object = passes.has_reference.float()
+            for i, obj_id in enumerate(passes.ids):
                 per_object[i] *= (reference_strengths or {}).get(obj_id, 1.0)
             active = per_object != 0  # objects without a reference (or switched off) cost nothing
             if active.any():
-                tokens = self.reference_encoder(inputs["references"][0, active].to(self.device))[None]  # (1, N, T, D)
+                tokens = self.reference_encoder(passes.references[active].to(self.device))[None]  # (1, N, T, D)
                 strengths = per_object[active][None].to(self.device)
-                masks = inputs["object_masks"][:, active].to(self.device) if masked else None
+            else:
+                active = None
 
-        # 3. Denoise the clip, or each frame alone for the independent-frames baseline
-        frames = guidance.shape[1]
-        clips = [range(frames)] if not independent_frames else [[f] for f in range(frames)]
-        total = steps * len(clips)
-        outputs = []
-        for c, clip in enumerate(clips):
-            index = torch.as_tensor(list(clip))
-            done = c * steps
-
-            def step_callback(i: int, done: int = done) -> None:
+        # 3. Denoise window by window (or each frame alone for the independent-frames baseline), then refine
+        frames = passes.frames
+        if independent_frames:
+            windows = [(f, 1, 0) for f in range(frames)]
+        elif config.context_channels:
+            windows = clip_windows(frames, int(self.sampling["window_frames"]), int(self.sampling["context_frames"]))
+        else:
+            windows = [(0, frames, 0)]
+        total = steps * len(windows)
+        low = torch.zeros(frames, 3, height, width, device=self.device)  # the DiT's frames in [-1, 1]
+        video = torch.zeros(frames, 3, bundle.height, bundle.width)
+        for w, (start, length, context) in enumerate(windows):
+            def step_callback(i: int, done: int = w * steps) -> None:
                 if callback is not None:
                     callback(done + i, total)
 
-            outputs.append(self._denoise(guidance[:, index], tokens, None if masks is None else masks[:, :, index],
-                                         strengths, steps, scale, generator, step_callback))
-        video = torch.cat(outputs, dim=1)[0]  # (F, 3, h, w) in [-1, 1]
+            clip = clip_conditions(passes, start, length, width, height, full_resolution=self.refiner is not None)
+            inputs = batch_conditions([clip])
+            context_input = None
+            if config.context_channels:
+                context_input = torch.zeros(1, length, config.context_channels, height, width, device=self.device)
+                context_input[0, :context, :3] = low[start:start + context]
+                context_input[0, :context, 3] = 1.0
+            masks = None
+            if tokens is not None and masked:
+                masks = inputs["object_masks"][:, active].to(self.device)
+            sample = self._denoise(inputs["guidance"].to(self.device), inputs["shading"].to(self.device),
+                                   context_input, tokens, masks, strengths, steps, scale, generator, step_callback)
+            low[start + context:start + length] = sample[0, context:]
+            video[start + context:start + length] = self._to_bundle_size(
+                sample[0, context:], inputs["full_guidance"], context, bundle.height, bundle.width)
 
-        # 4. Back to the bundle's resolution, as (F, H, W, 3) in [0, 1]
-        video = (video.float().clamp(-1, 1) + 1) / 2
-        if video.shape[-2:] != (bundle.height, bundle.width):
-            video = F.interpolate(video, size=(bundle.height, bundle.width), mode="bilinear", align_corners=False)
-        return video.clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        # 4. As (F, H, W, 3) in [0, 1]
+        return ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
 
-    def _denoise(self, guidance: torch.Tensor, tokens: torch.Tensor | None, masks: torch.Tensor | None,
-                 strengths: torch.Tensor | None, steps: int, scale: float, generator: torch.Generator,
-                 step_callback: Callable[[int], None]) -> torch.Tensor:
+    def _to_bundle_size(self, frames: torch.Tensor, full_guidance: torch.Tensor | None, skip: int, height: int,
+                        width: int) -> torch.Tensor:
+        """(N, 3, h, w) frames in [-1, 1] at the bundle's size: refined with the window's full-resolution guidance
+        (frames after its first ``skip``), or upsampled bilinearly without a refiner."""
+        frames = frames.float()
+        if self.refiner is None or full_guidance is None:
+            if frames.shape[-2:] == (height, width):
+                return frames.cpu()
+            return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False).cpu()
+        guidance = full_guidance[0, skip:]
+        out = []
+        for i in range(0, len(frames), REFINER_CHUNK_FRAMES):
+            chunk = slice(i, i + REFINER_CHUNK_FRAMES)
+            out.append(self.refiner(frames[chunk], guidance[chunk].to(self.device)).float().cpu())
+        return torch.cat(out)
+
+    def _denoise(self, guidance: torch.Tensor, shading: torch.Tensor, context: torch.Tensor | None,
+                 tokens: torch.Tensor | None, masks: torch.Tensor | None, strengths: torch.Tensor | None, steps: int,
+                 scale: float, generator: torch.Generator, step_callback: Callable[[int], None]) -> torch.Tensor:
         """One clip's sampling loop: Euler steps on the flow from noise (sigma 1) to frames (sigma 0)."""
         batch, frames, _, height, width = guidance.shape
         sample = torch.randn((batch, frames, 3, height, width), generator=generator).to(self.device)
+        shading = shading if self.transformer.config.shading_channels else None
         use_cfg = tokens is not None and scale != 1.0
         # With masks, guidance sharpens the references only where they act (the union of the referenced objects'
         # masks); elsewhere the conditional prediction stands. On the 16 held-out shots this took the leakage of a
@@ -159,6 +225,8 @@ class PrevisPipeline:
         inside = None if masks is None or not use_cfg else masks.sum(1).clamp(0, 1).unsqueeze(2)  # (B, F, 1, h, w)
         if use_cfg:  # batch [unconditional (all strengths 0), conditional]
             guidance = guidance.repeat(2, 1, 1, 1, 1)
+            shading = None if shading is None else shading.repeat(2, 1, 1, 1, 1)
+            context = None if context is None else context.repeat(2, 1, 1, 1, 1)
             tokens = tokens.repeat(2, 1, 1, 1)
             masks = None if masks is None else masks.repeat(2, 1, 1, 1, 1)
             strengths = torch.cat([torch.zeros_like(strengths), strengths])
@@ -167,7 +235,7 @@ class PrevisPipeline:
         for i, t in enumerate(self.scheduler.timesteps):
             model_input = sample.repeat(2, 1, 1, 1, 1) if use_cfg else sample
             timestep = t.expand(model_input.shape[0])
-            output = self.transformer(model_input, timestep, guidance, tokens, masks, strengths)
+            output = self.transformer(model_input, timestep, guidance, tokens, masks, strengths, shading, context)
             velocity = velocity_from_output(self.transformer, output, model_input, timestep / 1000)
             if use_cfg:
                 uncond, cond = velocity.chunk(2)

@@ -16,25 +16,29 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 HELDOUT_SEED_OFFSET = 1_000_000
 MOVE_KINDS = ("static", "dolly", "truck", "pedestal", "pan", "tilt", "orbit", "crane", "zoom", "dolly_zoom", "follow")
-SHOT_SIZE_CHOICES = ("LS", "FS", "MFS")
-ANGLE_CHOICES = ("EYE_LEVEL", "HIGH", "LOW")
+SHOT_SIZE_CHOICES = ("ELS", "LS", "LS", "FS", "FS", "MFS", "MFS", "MS", "MCU", "CU")  # repeats weight the choice
+ANGLE_CHOICES = ("EYE_LEVEL", "EYE_LEVEL", "HIGH", "LOW", "OVERHEAD", "DUTCH")
+LENS_RANGE_MM = (18.0, 135.0)  # drawn log-uniformly
+MIN_CAMERA_HEIGHT_M = 0.15  # framing from below never puts the camera under the floor
 
 
 @dataclass
 class DatasetConfig:
     shots: int = 200
     heldout_shots: int = 16
-    frames: int = 16
-    resolution: tuple[int, int] = (128, 72)
+    frames: int = 24
+    resolution: tuple[int, int] = (256, 144)
     seed: int = 0
     target_samples: int = 8
+    asset_share: float = 0.5  # share of scenes with a glTF character, vehicle or prop as the subject
+    asset_dir: str | None = None  # the asset pack (default: backend.training.assets.default_asset_dir())
 
 
 def random_move(rng: np.random.Generator, kind: str) -> dict:
@@ -62,11 +66,14 @@ def random_move(rng: np.random.Generator, kind: str) -> dict:
     return spec
 
 
-def build_shot(out: Path, seed: int, config: DatasetConfig) -> Path:
-    """Plan, build and render one shot into ``out`` (bundle + target clip); returns ``out``."""
+def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = False) -> Path:
+    """Plan, build and render one shot into ``out`` (bundle with clay pass + target clip); returns ``out``.
+
+    Held-out shots draw their characters from ``HELDOUT_ASSETS``, which training shots never use."""
     import bpy
 
-    from backend.training.scenes import build_scene, plan_scene, render_target_clip
+    from backend.training.assets import HELDOUT_ASSETS, TRAIN_ASSETS
+    from backend.training.scenes import build_scene, plan_scene, render_reference_pictures, render_target_clip
     from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
     from cinepregen_addon.core.framing import frame_subject
     from cinepregen_addon.operators import write_camera_samples
@@ -76,26 +83,33 @@ def build_shot(out: Path, seed: int, config: DatasetConfig) -> Path:
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    plan = plan_scene(rng, work / "references", config.frames)
-    scene = build_scene(plan)
+    asset_dir = Path(config.asset_dir) if config.asset_dir else None
+    assets = (HELDOUT_ASSETS if heldout else TRAIN_ASSETS) if asset_dir is not None else ()
+    plan = plan_scene(rng, work / "references", config.frames, assets=assets, asset_share=config.asset_share)
+    scene = build_scene(plan, asset_dir)
+    render_reference_pictures(scene, plan, rng)
     subject = next(o for o in plan.objects if o.name == plan.subject)
     moving = [o for o in plan.objects if any(o.velocity)]
 
-    lens = float(rng.uniform(24, 60))
+    lens = float(np.exp(rng.uniform(*np.log(LENS_RANGE_MM))))
+    shot_size = SHOT_SIZE_CHOICES[int(rng.integers(len(SHOT_SIZE_CHOICES)))]
+    close = shot_size in ("MS", "MCU", "CU")  # centred on the upper body, as framing charts have it
     pose = frame_subject(
-        subject.location,
-        subject.size,
-        SHOT_SIZE_CHOICES[int(rng.integers(len(SHOT_SIZE_CHOICES)))],
+        (subject.location[0], subject.location[1], subject.size * (0.75 if close else 0.5)),
+        subject.size * subject.extent,
+        shot_size,
         ANGLE_CHOICES[int(rng.integers(len(ANGLE_CHOICES)))],
         lens,
         aspect=config.resolution[0] / config.resolution[1],
         heading_deg=float(rng.uniform(-50, 50)),
     )
+    if pose.location[2] < MIN_CAMERA_HEIGHT_M:
+        pose = replace(pose, location=(*pose.location[:2], MIN_CAMERA_HEIGHT_M))
     kinds = MOVE_KINDS if moving else MOVE_KINDS[:-1]
     kind = kinds[int(rng.integers(len(kinds)))]
     move = random_move(rng, kind)
     if kind in ("orbit", "crane", "dolly_zoom"):
-        move["params"]["target"] = list(subject.location)
+        move["params"]["target"] = [subject.location[0], subject.location[1], subject.size / 2]
     target_path = None
     if kind == "follow":
         followed = moving[int(rng.integers(len(moving)))]
@@ -117,7 +131,9 @@ def build_shot(out: Path, seed: int, config: DatasetConfig) -> Path:
         frame_end=plan.frame_end,
         seed=seed,
         resolution=config.resolution,
-        shot={"move": move, "lens_mm": lens, "scene_seed": seed},
+        include_clay=True,
+        shot={"move": move, "lens_mm": lens, "scene_seed": seed,
+              "subject_asset": subject.asset, "lights": [light.kind for light in plan.lights]},
     )
     render_shot_bundle(scene, spec, work / "bundle")
     target = render_target_clip(
@@ -133,20 +149,24 @@ def build_dataset(out: Path, config: DatasetConfig, progress=None) -> dict:
     """Build (or finish building) the train and held-out splits; returns the manifest."""
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / "manifest.json"
-    manifest = json.loads(json.dumps({"format": 1, **asdict(config)}))  # as stored: tuples become lists
+    if config.asset_dir is None:
+        from backend.training.assets import default_asset_dir
+
+        found = default_asset_dir()
+        config = replace(config, asset_dir=str(found) if found else None)
+    manifest = json.loads(json.dumps({"format": 2, **asdict(config)}))  # as stored: tuples become lists
     if manifest_path.exists():
         previous = json.loads(manifest_path.read_text())
-        for key in ("seed", "frames", "resolution"):
+        for key in ("seed", "frames", "resolution", "asset_share"):
             if previous.get(key) != manifest[key]:
                 raise ValueError(f"{out} holds a dataset built with {key}={previous.get(key)}, not {manifest[key]}")
     manifest_path.write_text(json.dumps(manifest, indent=2))
-    jobs = [
-        (out / "heldout" / f"shot_{i:05d}", config.seed + HELDOUT_SEED_OFFSET + i) for i in range(config.heldout_shots)
-    ]
-    jobs += [(out / "train" / f"shot_{i:05d}", config.seed + i) for i in range(config.shots)]
-    for done, (folder, seed) in enumerate(jobs, start=1):
+    jobs = [(out / "heldout" / f"shot_{i:05d}", config.seed + HELDOUT_SEED_OFFSET + i, True)
+            for i in range(config.heldout_shots)]
+    jobs += [(out / "train" / f"shot_{i:05d}", config.seed + i, False) for i in range(config.shots)]
+    for done, (folder, seed, heldout) in enumerate(jobs, start=1):
         if not (folder / "target.npz").exists():
-            build_shot(folder, seed, config)
+            build_shot(folder, seed, config, heldout)
         if progress is not None:
             progress(done, len(jobs))
     return manifest

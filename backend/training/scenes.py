@@ -1,7 +1,10 @@
-"""Procedural training scenes: a set (floor and walls), 1-5 textured objects, some moving, random light.
+"""Procedural training scenes: a set (floor, walls with openings, stairs, clutter), primitives and glTF characters
+(rigged and walking, from ``backend.training.assets``), some moving, under one of several light rigs.
 
-Every object wears its reference image (box-projected texture), so the Cycles target render shows exactly
-"each object in its reference's look, following the geometry" — what the model must learn to paint.
+Every primitive wears its reference look (box-projected texture) and every asset its own materials (hue-shifted at
+random), so the Cycles target render shows exactly "each object in its reference's look, following the geometry":
+what the model must learn to paint. An object's reference is either its look as a swatch or a picture of the object
+in its look (``render_reference_pictures``), the kind of image an artist binds.
 """
 
 from __future__ import annotations
@@ -14,16 +17,33 @@ import numpy as np
 
 PRIMITIVES = ("cube", "sphere", "cylinder", "cone", "ellipsoid", "monkey")
 SET_COLOUR = (0.62, 0.60, 0.57)
+LIGHT_RIGS = ("sun", "overcast", "area", "coloured", "night")
 
 
 @dataclass
 class SceneObject:
     name: str
-    primitive: str
+    primitive: str  # a PRIMITIVES name, or "asset" (then ``asset`` names the catalogue file)
     location: tuple[float, float, float]
-    size: float
+    size: float  # height in metres
     reference_png: Path
     velocity: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    asset: str | None = None
+    heading_rad: float = 0.0
+    hue_shift: float = 0.0  # assets: base colours turned by this fraction of the hue circle
+    picture_reference: bool = False  # the reference is a picture of the object (rendered after the scene is built)
+    texture_png: Path | None = None  # primitives: the look they wear, when it is not the reference file itself
+    extent: float = 1.0  # largest extent over height (framing sizes a long body by its length)
+
+
+@dataclass
+class SceneLight:
+    kind: str  # Blender light type: SUN, AREA, POINT, SPOT
+    location: tuple[float, float, float]
+    rotation: tuple[float, float, float]
+    energy: float
+    colour: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    size: float = 1.0
 
 
 @dataclass
@@ -36,42 +56,114 @@ class ProceduralScene:
     sun_energy: float
     world_colour: tuple[float, float, float]
     walls: list[str] = field(default_factory=list)
+    lights: list[SceneLight] = field(default_factory=list)  # empty: one sun from sun_rotation and sun_energy
+    set_colour: tuple[float, float, float] = SET_COLOUR
+    openings: dict[str, tuple[float, float]] = field(default_factory=dict)  # wall -> (centre, width) of a doorway
+    stairs: tuple[float, float, float] | None = None  # (x, y, heading) of a flight of steps
+    clutter: list[tuple[float, float, float]] = field(default_factory=list)  # (x, y, size) boxes in set colour
 
 
-def plan_scene(rng: np.random.Generator, reference_dir: Path, frames: int, max_objects: int = 5) -> ProceduralScene:
-    """Decide everything about one scene from ``rng`` (no bpy), so data is reproducible from a seed."""
+def plan_lights(rng: np.random.Generator) -> tuple[list[SceneLight], tuple[float, float, float]]:
+    """One of LIGHT_RIGS: the lights and the world (sky) colour."""
+    rig = LIGHT_RIGS[int(rng.integers(len(LIGHT_RIGS)))]
+    sun_rotation = (float(rng.uniform(0.2, 0.9)), 0.0, float(rng.uniform(0, 2 * math.pi)))
+    warm = tuple(float(v) for v in np.clip([1.0, rng.uniform(0.85, 1.0), rng.uniform(0.7, 1.0)], 0, 1))
+
+    def coloured() -> tuple[float, float, float]:
+        from backend.training.references import hsv_to_rgb
+
+        return tuple(float(v) for v in hsv_to_rgb(np.array([rng.uniform()]), np.array([rng.uniform(0.4, 0.9)]),
+                                                  np.array([1.0]))[0])
+
+    def point(energy: tuple[float, float], colour) -> SceneLight:
+        xy = rng.uniform(-4, 4, 2)
+        return SceneLight("POINT", (float(xy[0]), float(xy[1]), float(rng.uniform(1.5, 4))), (0, 0, 0),
+                          float(rng.uniform(*energy)), colour, float(rng.uniform(0.1, 0.6)))
+
+    if rig == "sun":
+        return [SceneLight("SUN", (0, 0, 10), sun_rotation, float(rng.uniform(2.5, 5.0)), warm, 0.02)], \
+            tuple(float(v) for v in rng.uniform(0.15, 0.4, 3))
+    if rig == "overcast":
+        grey = float(rng.uniform(0.5, 0.9))
+        return [SceneLight("SUN", (0, 0, 10), sun_rotation, float(rng.uniform(0.3, 1.0)), warm, 0.3)], \
+            (grey, grey * float(rng.uniform(0.95, 1.0)), grey * float(rng.uniform(0.95, 1.05)))
+    if rig == "area":
+        xy = rng.uniform(-2, 2, 2)
+        return [SceneLight("AREA", (float(xy[0]), float(xy[1]), float(rng.uniform(3.5, 5.5))), (0, 0, 0),
+                           float(rng.uniform(300, 900)), warm, float(rng.uniform(2, 5)))], \
+            tuple(float(v) for v in rng.uniform(0.05, 0.2, 3))
+    if rig == "coloured":
+        return [SceneLight("SUN", (0, 0, 10), sun_rotation, float(rng.uniform(1.0, 3.0)), warm, 0.05),
+                point((300, 900), coloured()), point((300, 900), coloured())], \
+            tuple(float(v) for v in rng.uniform(0.05, 0.25, 3))
+    return [point((400, 1500), coloured()) for _ in range(int(rng.integers(1, 3)))] + \
+        [SceneLight("SUN", (0, 0, 10), sun_rotation, float(rng.uniform(0.05, 0.3)), (0.6, 0.7, 1.0), 0.05)], \
+        tuple(float(v) for v in rng.uniform(0.005, 0.04, 3))
+
+
+def plan_scene(rng: np.random.Generator, reference_dir: Path, frames: int, max_objects: int = 5,
+               assets: tuple = (), asset_share: float = 0.0) -> ProceduralScene:
+    """Decide everything about one scene from ``rng`` (no bpy), so data is reproducible from a seed.
+
+    With probability ``asset_share`` the scene holds one object from ``assets`` (a ``backend.training.assets``
+    catalogue), always the shot's subject; the other objects are primitives."""
     from PIL import Image
 
     from backend.training.references import make_reference
 
     reference_dir.mkdir(parents=True, exist_ok=True)
     n_objects = int(rng.integers(1, max_objects + 1))
+    with_asset = bool(assets) and rng.uniform() < asset_share
     objects, taken = [], []
     for i in range(n_objects):
-        size = float(rng.uniform(0.6, 1.4))
+        asset = assets[int(rng.integers(len(assets)))] if with_asset and i == 0 else None
+        size = float(rng.uniform(*asset.height_m)) if asset else float(rng.uniform(0.6, 1.4))
         for _ in range(50):
             xy = rng.uniform(-3.0, 3.0, 2)
             if all(np.hypot(*(xy - t)) > 1.6 for t in taken):
                 break
         taken.append(xy)
-        png = reference_dir / f"look_{i}.png"
-        Image.fromarray(make_reference(rng)).save(png)
+        texture = reference_dir / f"look_{i}.png"
+        look = make_reference(rng)
+        if asset is None:
+            Image.fromarray(look).save(texture)
+        picture = asset is not None or rng.uniform() < 0.5
+        heading = float(rng.uniform(0, 2 * math.pi))
         moving = rng.uniform() < 0.35
         velocity = tuple(float(v) for v in rng.uniform(-0.08, 0.08, 2)) + (0.0,) if moving else (0.0, 0.0, 0.0)
+        if asset is not None:  # it walks (or drives) forward: glTF fronts face -Y turned by the heading
+            velocity = (math.sin(heading) * asset.speed_m_per_frame, -math.cos(heading) * asset.speed_m_per_frame, 0.0)
         objects.append(SceneObject(
-            name=f"Prop{i + 1}", primitive=PRIMITIVES[int(rng.integers(len(PRIMITIVES)))],
-            location=(float(xy[0]), float(xy[1]), size / 2), size=size, reference_png=png, velocity=velocity,
+            name=f"Prop{i + 1}" if asset is None else "Character",
+            primitive=PRIMITIVES[int(rng.integers(len(PRIMITIVES)))] if asset is None else "asset",
+            location=(float(xy[0]), float(xy[1]), size / 2), size=size,
+            reference_png=reference_dir / f"picture_{i}.png" if picture else texture,
+            velocity=velocity, asset=asset.file if asset else None, heading_rad=heading,
+            hue_shift=float(rng.uniform(0, 1)) if rng.uniform() < 0.5 else 0.0,
+            picture_reference=picture, texture_png=texture if asset is None else None,
+            extent=asset.extent if asset else 1.0,
         ))
-    walls = [w for w in ("WallBack", "WallLeft") if rng.uniform() < 0.7]
+    walls = [w for w, share in (("WallBack", 0.6), ("WallLeft", 0.5), ("WallRight", 0.25)) if rng.uniform() < share]
+    openings = {w: (float(rng.uniform(-3, 3)), float(rng.uniform(1.0, 2.0))) for w in walls if rng.uniform() < 0.3}
+    lights, world = plan_lights(rng)
+    tint = rng.uniform(-0.08, 0.08, 3)
+    stairs = (float(rng.uniform(-4, 4)), float(rng.uniform(3, 5)), float(rng.uniform(0, 2 * math.pi))) \
+        if rng.uniform() < 0.25 else None
+    clutter = []
+    for _ in range(int(rng.integers(0, 4))):
+        xy = rng.uniform(-5, 5, 2)
+        if all(np.hypot(*(xy - t)) > 1.2 for t in taken):
+            clutter.append((float(xy[0]), float(xy[1]), float(rng.uniform(0.2, 0.6))))
     return ProceduralScene(
-        objects=objects, subject=objects[int(rng.integers(n_objects))].name, frame_start=1, frame_end=frames,
-        sun_rotation=(float(rng.uniform(0.2, 0.9)), 0.0, float(rng.uniform(0, 2 * math.pi))),
-        sun_energy=float(rng.uniform(2.0, 5.0)), world_colour=tuple(float(v) for v in rng.uniform(0.15, 0.4, 3)),
-        walls=walls,
+        objects=objects, subject=objects[0 if with_asset else int(rng.integers(n_objects))].name,
+        frame_start=1, frame_end=frames,
+        sun_rotation=lights[0].rotation, sun_energy=lights[0].energy, world_colour=world, walls=walls,
+        lights=lights, set_colour=tuple(float(np.clip(c + t, 0, 1)) for c, t in zip(SET_COLOUR, tint, strict=True)),
+        openings=openings, stairs=stairs, clutter=clutter,
     )
 
 
-def _textured_material(bpy, name: str, image_path: Path | None):
+def _textured_material(bpy, name: str, image_path: Path | None, colour: tuple[float, float, float] = SET_COLOUR):
     mat = bpy.data.materials.new(name)
     if bpy.app.version < (5, 0):  # node materials are the only kind from 5.0 on
         mat.use_nodes = True
@@ -79,7 +171,7 @@ def _textured_material(bpy, name: str, image_path: Path | None):
     bsdf = next(n for n in nodes if n.type == "BSDF_PRINCIPLED")
     bsdf.inputs["Roughness"].default_value = 0.8
     if image_path is None:
-        bsdf.inputs["Base Color"].default_value = (*SET_COLOUR, 1.0)
+        bsdf.inputs["Base Color"].default_value = (*colour, 1.0)
         return mat
     tex = nodes.new("ShaderNodeTexImage")
     tex.image = bpy.data.images.load(str(image_path), check_existing=True)
@@ -120,14 +212,62 @@ def _primitive_mesh(bpy, primitive: str, name: str, size: float):
     return mesh
 
 
-def build_scene(plan: ProceduralScene):
+WALL_PLANES = {  # wall -> (fixed axis, coordinate, span axis)
+    "WallBack": ("y", 6.0, "x"),
+    "WallLeft": ("x", -6.0, "y"),
+    "WallRight": ("x", 6.0, "y"),
+}
+WALL_HEIGHT, DOOR_HEIGHT = 6.0, 2.2
+
+
+def _wall_quads(wall: str, opening: tuple[float, float] | None) -> list[tuple[float, float, float, float]]:
+    """(span from, span to, z from, z to) rectangles of a wall, leaving a doorway where it has an opening."""
+    if opening is None:
+        return [(-12.0, 12.0, 0.0, WALL_HEIGHT)]
+    centre, width = opening
+    left, right = centre - width / 2, centre + width / 2
+    return [(-12.0, left, 0.0, WALL_HEIGHT), (right, 12.0, 0.0, WALL_HEIGHT), (left, right, DOOR_HEIGHT, WALL_HEIGHT)]
+
+
+def _box_mesh(bpy, name: str, centre, size, heading: float = 0.0):
+    import bmesh
+    from mathutils import Matrix
+
+    mesh = bpy.data.meshes.new(name)
+    bm = bmesh.new()
+    bmesh.ops.create_cube(bm, size=1.0)
+    bmesh.ops.transform(bm, verts=bm.verts, matrix=Matrix.Translation(centre) @ Matrix.Rotation(heading, 4, "Z")
+                        @ Matrix.Diagonal((*size, 1.0)))
+    bm.to_mesh(mesh)
+    bm.free()
+    return mesh
+
+
+def _shift_hues(bpy, objects, shift: float) -> None:
+    """Turn the hue of every plain base colour of the objects' materials (textured ones are left as they are)."""
+    import colorsys
+
+    for material in {slot.material for obj in objects for slot in obj.material_slots if slot.material}:
+        if material.node_tree is None:
+            continue
+        for node in material.node_tree.nodes:
+            if node.type == "BSDF_PRINCIPLED" and not node.inputs["Base Color"].is_linked:
+                r, g, b, a = node.inputs["Base Color"].default_value
+                h, light, sat = colorsys.rgb_to_hls(r, g, b)
+                node.inputs["Base Color"].default_value = (*colorsys.hls_to_rgb((h + shift) % 1.0, light, sat), a)
+
+
+def build_scene(plan: ProceduralScene, asset_dir: Path | None = None):
     """Build ``plan`` into a fresh Blender scene; returns the scene. Objects get their reference bound."""
     import bpy
 
+    from backend.training.assets import HELDOUT_ASSETS, TRAIN_ASSETS, import_asset
+
     bpy.ops.wm.read_homefile(use_empty=True)
+    bpy.context.preferences.edit.keyframe_new_interpolation_type = "LINEAR"
     scene = bpy.context.scene
     scene.frame_start, scene.frame_end = plan.frame_start, plan.frame_end
-    set_material = _textured_material(bpy, "Set", None)
+    set_material = _textured_material(bpy, "Set", None, plan.set_colour)
 
     def link(obj):
         scene.collection.objects.link(obj)
@@ -138,19 +278,48 @@ def build_scene(plan: ProceduralScene):
     floor_mesh.materials.append(set_material)
     link(bpy.data.objects.new("Floor", floor_mesh))
     for wall in plan.walls:
+        axis, at, _ = WALL_PLANES[wall]
+        verts, faces = [], []
+        for a, b, z0, z1 in _wall_quads(wall, plan.openings.get(wall)):
+            corners = [(a, z0), (b, z0), (b, z1), (a, z1)]
+            faces.append(tuple(range(len(verts), len(verts) + 4)))
+            verts += [(at, u, z) if axis == "x" else (u, at, z) for u, z in corners]
         mesh = bpy.data.meshes.new(wall)
-        if wall == "WallBack":
-            mesh.from_pydata([(-12, 6, 0), (12, 6, 0), (12, 6, 6), (-12, 6, 6)], [], [(0, 1, 2, 3)])
-        else:
-            mesh.from_pydata([(-6, -12, 0), (-6, 12, 0), (-6, 12, 6), (-6, -12, 6)], [], [(0, 1, 2, 3)])
+        mesh.from_pydata(verts, [], faces)
         mesh.materials.append(set_material)
         link(bpy.data.objects.new(wall, mesh))
+    if plan.stairs is not None:
+        x, y, heading = plan.stairs
+        for step in range(4):
+            depth = 0.35 * (4 - step)
+            offset = (-math.sin(heading) * depth / 2, math.cos(heading) * depth / 2)
+            mesh = _box_mesh(bpy, f"Step{step + 1}", (x + offset[0], y + offset[1], 0.125 + 0.25 * step),
+                             (1.6, depth, 0.25), heading)
+            mesh.materials.append(set_material)
+            link(bpy.data.objects.new(f"Step{step + 1}", mesh))
+    for i, (x, y, size) in enumerate(plan.clutter):
+        mesh = _box_mesh(bpy, f"Clutter{i + 1}", (x, y, size / 2), (size, size * 1.3, size), x * y)
+        mesh.materials.append(set_material)
+        link(bpy.data.objects.new(f"Clutter{i + 1}", mesh))
 
+    catalogue = {a.file: a for a in (*TRAIN_ASSETS, *HELDOUT_ASSETS)}
+    frames = plan.frame_end - plan.frame_start + 1
     for spec in plan.objects:
+        if spec.asset is not None:
+            if asset_dir is None:
+                raise FileNotFoundError(f"scene needs the asset {spec.asset} but no asset folder was given")
+            parts, _root = import_asset(bpy, scene, asset_dir, catalogue[spec.asset], spec.name, spec.location[:2],
+                                        spec.heading_rad, spec.size, plan.frame_start, frames)
+            if spec.hue_shift:
+                _shift_hues(bpy, parts, spec.hue_shift)
+            for part in parts:
+                part["cinepregen_reference"] = str(spec.reference_png)
+            continue
         mesh = _primitive_mesh(bpy, spec.primitive, spec.name, spec.size)
-        mesh.materials.append(_textured_material(bpy, f"{spec.name}Look", spec.reference_png))
+        mesh.materials.append(_textured_material(bpy, f"{spec.name}Look", spec.texture_png or spec.reference_png))
         obj = link(bpy.data.objects.new(spec.name, mesh))
         obj.location = spec.location
+        obj.rotation_euler = (0.0, 0.0, spec.heading_rad)
         obj["cinepregen_reference"] = str(spec.reference_png)
         if any(spec.velocity):
             for frame in (plan.frame_start, plan.frame_end):
@@ -158,16 +327,92 @@ def build_scene(plan: ProceduralScene):
                 obj.location = tuple(c + v * t for c, v in zip(spec.location, spec.velocity, strict=True))
                 obj.keyframe_insert("location", frame=frame)
 
-    sun = bpy.data.lights.new("Sun", "SUN")
-    sun.energy = plan.sun_energy
-    sun_obj = link(bpy.data.objects.new("Sun", sun))
-    sun_obj.rotation_euler = plan.sun_rotation
+    lights = plan.lights or [SceneLight("SUN", (0, 0, 10), plan.sun_rotation, plan.sun_energy)]
+    for i, light in enumerate(lights):
+        data = bpy.data.lights.new(f"Light{i + 1}", light.kind)
+        data.energy, data.color = light.energy, light.colour
+        if light.kind == "SUN":
+            data.angle = light.size
+        elif light.kind == "AREA":
+            data.size = light.size
+        else:
+            data.shadow_soft_size = light.size
+        obj = link(bpy.data.objects.new("Sun" if i == 0 and light.kind == "SUN" else f"Light{i + 1}", data))
+        obj.location, obj.rotation_euler = light.location, light.rotation
     scene.world = bpy.data.worlds.new("World")
     if bpy.app.version < (5, 0):
         scene.world.use_nodes = True
     background = next(n for n in scene.world.node_tree.nodes if n.type == "BACKGROUND")
     background.inputs["Color"].default_value = (*plan.world_colour, 1.0)
     return scene
+
+
+def render_reference_pictures(scene, plan: ProceduralScene, rng: np.random.Generator, size: int = 96) -> None:
+    """Write a picture of each object that asks for one over its reference file: the object alone, in its look, from
+    a three-quarter front view, evenly lit, on a plain or busy background (what concept art or a photo gives)."""
+    import tempfile
+
+    import bpy
+    from mathutils import Vector
+    from PIL import Image
+
+    from backend.training.references import make_reference
+
+    wanted = [o for o in plan.objects if o.picture_reference]
+    if not wanted:
+        return
+    scene.frame_set(plan.frame_start)
+    saved_camera = scene.camera
+    data = bpy.data.cameras.new("ReferenceCamera")
+    camera = bpy.data.objects.new("ReferenceCamera", data)
+    scene.collection.objects.link(camera)
+    key = bpy.data.objects.new("ReferenceKey", bpy.data.lights.new("ReferenceKey", "SUN"))
+    key.data.energy = 3.0
+    scene.collection.objects.link(key)
+    lights = [o for o in scene.objects if o.type == "LIGHT" and o is not key]
+    render = scene.render
+    render.engine, scene.cycles.device, scene.cycles.samples = "CYCLES", "CPU", 8
+    scene.cycles.use_denoising = True
+    render.resolution_x = render.resolution_y = size
+    render.resolution_percentage = 100
+    render.film_transparent = True
+    render.image_settings.file_format, render.image_settings.color_mode = "PNG", "RGBA"
+    scene.view_settings.view_transform = "Standard"
+    for spec in wanted:
+        parts = [o for o in scene.objects
+                 if o.type == "MESH" and o.get("cinepregen_reference") == str(spec.reference_png)]
+        hidden = [o for o in scene.objects if o.type == "MESH" and o not in parts] + lights
+        for obj in hidden:
+            obj.hide_render = True
+        corners = np.array([tuple(o.matrix_world @ Vector(c)) for o in parts for c in o.bound_box])
+        low, high = corners.min(0), corners.max(0)
+        centre, radius = (low + high) / 2, float(np.linalg.norm(high - low)) / 2
+        facing = spec.heading_rad + float(rng.uniform(-0.9, 0.9))  # glTF fronts face -Y turned by the heading
+        direction = np.array([math.sin(facing), -math.cos(facing), 0.35])
+        direction /= np.linalg.norm(direction)
+        data.lens = 50.0
+        distance = radius / math.tan(math.atan(18.0 / 50.0)) * 1.1
+        camera.location = tuple(centre + direction * distance)
+        camera.rotation_euler = Vector(-direction).to_track_quat("-Z", "Y").to_euler()
+        key.rotation_euler = Vector(direction + np.array([0.4, 0.0, 0.8])).to_track_quat("Z", "Y").to_euler()
+        scene.camera = camera
+        with tempfile.TemporaryDirectory(prefix="cinepregen-reference-") as tmp:
+            render.filepath = str(Path(tmp) / "picture.png")
+            bpy.ops.render.render(write_still=True)
+            rgba = np.asarray(Image.open(render.filepath).convert("RGBA")).astype(np.float32) / 255.0
+        if rng.uniform() < 0.5:
+            backdrop = np.broadcast_to(rng.uniform(0.3, 0.95, 3), (size, size, 3))
+        else:
+            backdrop = np.asarray(Image.fromarray(make_reference(rng, 32)).resize((size, size))) / 255.0
+        picture = rgba[..., :3] * rgba[..., 3:] + backdrop * (1 - rgba[..., 3:])
+        Image.fromarray((picture * 255).round().astype(np.uint8)).save(spec.reference_png)
+        for obj in hidden:
+            obj.hide_render = False
+    render.film_transparent = False
+    render.image_settings.color_mode = "RGB"
+    bpy.data.objects.remove(camera)
+    bpy.data.objects.remove(key)
+    scene.camera = saved_camera
 
 
 def render_target_clip(scene, camera_name: str, frame_start: int, frame_end: int, resolution: tuple[int, int],
