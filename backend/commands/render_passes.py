@@ -104,8 +104,9 @@ def add_parser(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="seed stored in the bundle with --camera")
     parser.add_argument("--scene", help="scene name (default: the file's active scene)")
     parser.add_argument("--resolution", type=_resolution, default="128x72", help="WIDTHxHEIGHT (default: 128x72)")
-    parser.add_argument("--clay", action="store_true", help="also render the clay pass (the scene's own light on grey surfaces, "
-                             "read by models with shading inputs)")
+    parser.add_argument("--clay", action="store_true",
+                        help="also render the clay pass (the scene's own light on grey surfaces, read by models with "
+                             "shading inputs)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing bundles in --out")
     parser.add_argument("--out", required=True, help="output folder; one bundle folder per shot")
     parser.set_defaults(func=_run)
