@@ -202,7 +202,7 @@ REJECTIONS = {
                            ["frames[0].vector", "dtype float64"]),
     "missing pass": (lambda f: edit_frame(f, 1, lambda a: a.pop("normal")), ["frames[1].normal", "missing"]),
     "unknown pass": (lambda f: edit_frame(f, 1, lambda a: a.__setitem__("albedo", a["depth"])),
-                     ["frames[1].albedo", "unexpected"]),
+                     ["frames[1].albedo", "unexpected", "refused before loading"]),
     "NaN depth": (lambda f: edit_frame(f, 1, mutate_array("depth", with_value(np.nan))),
                   ["frames[1].depth", "NaN"]),
     "infinite depth": (lambda f: edit_frame(f, 2, mutate_array("depth", with_value(np.inf))),
@@ -251,7 +251,7 @@ REJECTIONS = {
     "no shot.json": (lambda f: (f / "shot.json").unlink(), ["shot.json: missing"]),
     "not JSON": (lambda f: (f / "shot.json").write_text("{"), ["shot.json", "not valid JSON"]),
     "oversized npz member": (lambda f: edit_frame(f, 1, lambda a: a.__setitem__("normal", np.zeros(
-        (H, W, 3, 8), np.float32))), ["frames[1].file", "larger than resolution"]),
+        (H, W, 3, 8), np.float32))), ["frames[1].normal", f"shape (12, 16, 3, 8), expected ({H}, {W}, 3)"]),
 }
 
 

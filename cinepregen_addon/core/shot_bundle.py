@@ -19,6 +19,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -34,6 +35,13 @@ MAX_RESOLUTION = 16384
 MAX_ZIP_ENTRIES = 20000
 MAX_ZIP_BYTES = 8 * 1024**3
 MAX_PNG_PIXELS = 8192 * 8192
+MAX_NAME_LENGTH = 200  # shot and object names
+MAX_FPS = 1000.0
+MAX_FRAME_NUMBER = 10**9  # |frame_start|, |frame_end| (Blender's own limit is 1,048,574)
+MAX_SEED = 2**63 - 1
+MAX_OBJECTS = 1024
+ImageReader = Callable[[Path], np.ndarray]  # a reference image file -> (H, W, 3) uint8 (default: read_png)
+BUNDLE_MEMBERS = re.compile(r"shot\.json|frames/?|frames/\d{6}\.npz|references/?|references/[^/]+\.png")
 RIGID_TOLERANCE = 1e-4
 
 
@@ -194,31 +202,33 @@ def _check_objects(objects: list[BundleObject]) -> list[str]:
     problems, ids = [], set()
     for j, obj in enumerate(objects):
         if isinstance(obj.id, bool) or not isinstance(obj.id, int) or not 0 < obj.id < 2**31:
-            problems.append(f"objects[{j}].id: must be an integer in 1..2^31-1, got {obj.id!r}")
+            problems.append(f"objects[{j}].id: must be an integer in 1..2^31-1, got {_short(obj.id)}")
         elif obj.id in ids:
             problems.append(f"objects[{j}].id: duplicate ID {obj.id}")
         ids.add(obj.id)
-        if not isinstance(obj.name, str) or not obj.name:
-            problems.append(f"objects[{j}].name: must be a non-empty string")
+        if not isinstance(obj.name, str) or not 0 < len(obj.name) <= MAX_NAME_LENGTH:
+            problems.append(f"objects[{j}].name: must be a string of 1 to {MAX_NAME_LENGTH} characters")
         if obj.reference is not None and not is_safe_relative_path(obj.reference):
-            problems.append(f"objects[{j}].reference: unsafe path {obj.reference!r}")
+            problems.append(f"objects[{j}].reference: unsafe path {_short(obj.reference)}")
     return problems
 
 
 def _check_header(bundle: ShotBundle) -> list[str]:
     problems = []
-    if not isinstance(bundle.name, str):
-        problems.append("name: must be a string")
+    if not isinstance(bundle.name, str) or not 0 < len(bundle.name) <= MAX_NAME_LENGTH:
+        problems.append(f"name: must be a string of 1 to {MAX_NAME_LENGTH} characters")
     if isinstance(bundle.fps, bool) or not isinstance(bundle.fps, (int, float)) or not (
-            math.isfinite(bundle.fps) and bundle.fps > 0):
-        problems.append(f"fps: must be a positive number, got {bundle.fps!r}")
+            math.isfinite(bundle.fps) and 0 < bundle.fps <= MAX_FPS):
+        problems.append(f"fps: must be a number in (0, {MAX_FPS:g}], got {_short(bundle.fps)}")
     for key in ("width", "height"):
         value = getattr(bundle, key)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_RESOLUTION:
-            problems.append(f"resolution: {key} must be an integer in 1..{MAX_RESOLUTION}, got {value!r}")
-    for key in ("frame_start", "frame_end", "seed"):
-        if isinstance(getattr(bundle, key), bool) or not isinstance(getattr(bundle, key), int):
-            problems.append(f"{key}: must be an integer, got {getattr(bundle, key)!r}")
+            problems.append(f"resolution: {key} must be an integer in 1..{MAX_RESOLUTION}, got {_short(value)}")
+    for key, low, high in (("frame_start", -MAX_FRAME_NUMBER, MAX_FRAME_NUMBER),
+                           ("frame_end", -MAX_FRAME_NUMBER, MAX_FRAME_NUMBER), ("seed", 0, MAX_SEED)):
+        value = getattr(bundle, key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            problems.append(f"{key}: must be an integer in {low}..{high}, got {_short(value)}")
     if not problems and bundle.frame_end < bundle.frame_start:
         problems.append(f"frame_end: {bundle.frame_end} is before frame_start {bundle.frame_start}")
     if not isinstance(bundle.prompt, str):
@@ -227,6 +237,13 @@ def _check_header(bundle: ShotBundle) -> list[str]:
         if not isinstance(getattr(bundle, key), dict):
             problems.append(f"{key}: must be an object")
     return problems
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """A value for a message, cut short (a 10^30 seed or a 2 MB name must not fill the answer)."""
+    huge = isinstance(value, int) and abs(value) >= 10**30
+    text = f"an integer of {len(str(value))} digits" if huge else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def check_bundle(bundle: ShotBundle) -> list[str]:
@@ -326,9 +343,10 @@ def _json_value(value: object) -> object:
 
 # --- reading ------------------------------------------------------------------------------------------------------
 
-def read_bundle(path: str | Path) -> ShotBundle:
-    """Load and validate a bundle folder or zip; raises ``BundleError`` listing every problem."""
-    bundle, problems = _load(Path(path))
+def read_bundle(path: str | Path, read_image: ImageReader | None = None) -> ShotBundle:
+    """Load and validate a bundle folder or zip; raises ``BundleError`` listing every problem. ``read_image``
+    decodes reference images (the server passes a C-backed decoder; Blender's side keeps the stdlib reader)."""
+    bundle, problems = _load(Path(path), read_image)
     if problems:
         raise BundleError(problems)
     return bundle
@@ -339,9 +357,9 @@ def validate_bundle(path: str | Path) -> list[str]:
     return _load(Path(path))[1]
 
 
-def _load(path: Path) -> tuple[ShotBundle | None, list[str]]:
+def _load(path: Path, read_image: ImageReader | None = None) -> tuple[ShotBundle | None, list[str]]:
     if path.is_dir():
-        return _load_folder(path)
+        return _load_folder(path, read_image)
     if not path.exists():
         return None, [f"{path}: no such file or folder"]
     if not zipfile.is_zipfile(path):
@@ -351,18 +369,21 @@ def _load(path: Path) -> tuple[ShotBundle | None, list[str]]:
             folder = extract_bundle_zip(path, Path(tmp) / "bundle")
         except BundleError as error:
             return None, error.problems
-        return _load_folder(folder)
+        return _load_folder(folder, read_image)
 
 
-def _load_folder(root: Path) -> tuple[ShotBundle | None, list[str]]:
+def _load_folder(root: Path, read_image: ImageReader | None = None) -> tuple[ShotBundle | None, list[str]]:
+    read_image = read_image or read_png
     try:
         doc = json.loads((root / "shot.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, ["shot.json: missing"]
     except OSError as error:
         return None, [f"shot.json: cannot be read ({error})"]
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, [f"shot.json: not valid JSON ({error})"]
+    except (UnicodeDecodeError, ValueError) as error:  # ValueError: bad JSON, or an integer of over 4,300 digits
+        return None, [f"shot.json: not valid JSON ({str(error)[:200]})"]
+    except RecursionError:
+        return None, ["shot.json: nested too deeply to be a shot bundle"]
     if not isinstance(doc, dict):
         return None, ["shot.json: must hold a JSON object"]
     version = doc.get("schema_version")
@@ -380,7 +401,7 @@ def _load_folder(root: Path) -> tuple[ShotBundle | None, list[str]]:
     problems = _check_header(bundle)
     if problems:
         return None, problems
-    objects, problems = _read_objects(root, doc.get("objects"), bundle)
+    objects, problems = _read_objects(root, doc.get("objects"), bundle, read_image)
     frames = doc.get("frames")
     if not isinstance(frames, list):
         return None, problems + ["frames: must be a list"]
@@ -418,9 +439,12 @@ def _load_folder(root: Path) -> tuple[ShotBundle | None, list[str]]:
     return (None, problems) if problems else (bundle, [])
 
 
-def _read_objects(root: Path, entries: object, bundle: ShotBundle) -> tuple[list[BundleObject], list[str]]:
+def _read_objects(root: Path, entries: object, bundle: ShotBundle, read_image: ImageReader
+                  ) -> tuple[list[BundleObject], list[str]]:
     if not isinstance(entries, list):
         return [], ["objects: must be a list"]
+    if len(entries) > MAX_OBJECTS:
+        return [], [f"objects: {len(entries)} objects, more than the {MAX_OBJECTS} a bundle may list"]
     objects, problems = [], []
     for j, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -436,7 +460,7 @@ def _read_objects(root: Path, entries: object, bundle: ShotBundle) -> tuple[list
             problems.append(f"objects[{j}].reference: {obj.reference} is missing")
             continue
         try:
-            bundle.reference_images[obj.id] = read_png(file)
+            bundle.reference_images[obj.id] = read_image(file)
         except ValueError as error:
             problems.append(f"objects[{j}].reference: {obj.reference} is not a readable PNG ({error})")
     bundle.objects = objects
@@ -453,16 +477,41 @@ def _read_frame_file(root: Path, index: int, name: object, width: int, height: i
     file = root / name
     if file.is_symlink() or not file.is_file():
         return None, [f"{where}: {name} is missing"]
-    largest = width * height * 4 * 4 + 4096  # the biggest pass (vector) plus the .npy header
     try:
         with zipfile.ZipFile(file) as archive:
-            oversized = [info.filename for info in archive.infolist() if info.file_size > largest]
-        if oversized:
-            return None, [f"{where}: arrays {oversized} are larger than resolution {width}x{height} allows"]
+            problems = [(info.filename, _npy_member_problem(archive, info, width, height))
+                        for info in archive.infolist()]
+            problems = [f"frames[{index}].{member.removesuffix('.npy')[:40]}: {problem}"
+                        for member, problem in problems if problem]
+            if problems:
+                return None, problems
         with np.load(file, allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}, []
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as error:
-        return None, [f"{where}: {name} is not a readable npz ({error})"]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as error:
+        return None, [f"{where}: {name} is not a readable npz ({str(error)[:200]})"]
+
+
+def _npy_member_problem(archive: zipfile.ZipFile, info: zipfile.ZipInfo, width: int, height: int) -> str | None:
+    """What is wrong with one array of a frame file, from its name and its .npy header alone (nothing is loaded):
+    an unknown pass, a shape other than the pass's at this resolution, or a dtype other than the format's."""
+    key = info.filename.removesuffix(".npy")
+    if key not in PASS_DTYPES:
+        return f"unexpected array, refused before loading (known: {', '.join(PASS_DTYPES)})"
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        return "encrypted or compressed with an unsupported method"
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            shape, _fortran, dtype = np.lib.format._read_array_header(member, version)
+        except (ValueError, SyntaxError, TypeError) as error:
+            return f"no valid .npy header ({str(error)[:100]})"
+    channels = PASS_CHANNELS[key]
+    expected = (height, width) if channels is None else (height, width, channels)
+    if tuple(shape) != expected:
+        return f"shape {_short(tuple(shape))}, expected {expected} at resolution {width}x{height}"
+    if dtype.hasobject:
+        return "holds Python objects"
+    return None
 
 
 def bundle_summary(bundle: ShotBundle) -> dict:
@@ -512,12 +561,24 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
         problems = []
         if len(infos) > MAX_ZIP_ENTRIES:
             problems.append(f"zip: {len(infos)} entries, more than the limit of {MAX_ZIP_ENTRIES}")
+        prefix = _single_top_folder(infos)
         for info in infos:
             name = info.filename.rstrip("/") if info.is_dir() else info.filename
+            shown = _short(info.filename, 80)
             if not is_safe_relative_path(name):
-                problems.append(f"zip entry {info.filename!r}: unsafe path (absolute or '..')")
+                problems.append(f"zip entry {shown}: unsafe path (absolute or '..')")
             elif stat.S_ISLNK(info.external_attr >> 16):
-                problems.append(f"zip entry {info.filename!r}: symlinks are not allowed")
+                problems.append(f"zip entry {shown}: symlinks are not allowed")
+            elif info.flag_bits & 0x1:
+                problems.append(f"zip entry {shown}: encrypted entries are not supported")
+            elif info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                problems.append(f"zip entry {shown}: compression method {info.compress_type} is not supported "
+                                "(use stored or deflated, as shot_bundle.zip_bundle does)")
+            elif name + "/" != prefix and not BUNDLE_MEMBERS.fullmatch(name.removeprefix(prefix)):
+                problems.append(f"zip entry {shown}: not part of a shot bundle (a bundle holds shot.json, "
+                                "frames/NNNNNN.npz and references/*.png)")
+            if len(problems) > 20:
+                break
         total = sum(info.file_size for info in infos)
         if total > max_total_bytes:
             problems.append(f"zip: unpacks to {total} bytes, more than the limit of {max_total_bytes}")
@@ -538,6 +599,14 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
     if not (dest / "shot.json").exists() and len(tops) == 1 and tops[0].is_dir():
         return tops[0]
     return dest
+
+
+def _single_top_folder(infos: list[zipfile.ZipInfo]) -> str:
+    """``"name/"`` when every entry lies under one top folder and there is no shot.json at the root, else ``""``."""
+    tops = {info.filename.split("/", 1)[0] for info in infos}
+    if len(tops) == 1 and all("/" in info.filename for info in infos) and "shot.json" not in tops:
+        return tops.pop() + "/"
+    return ""
 
 
 def _unpack(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], dest: Path, max_total_bytes: int) -> None:
