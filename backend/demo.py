@@ -107,9 +107,12 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
 
     started = time.perf_counter()
     out = Path(out)
-    info = describe_weights(Path(weights) if weights else None)
+    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
+
+    weights_folder = Path(weights) if weights else DEFAULT_WEIGHTS
+    info = describe_weights(weights_folder)
     if not info["weights_found"]:
-        print(f"demo: no model weights at {info['weights']}: train them (README, developer section) or pass "
+        print(f"demo: no model weights at {weights_folder}: train them (README, developer section) or pass "
               "--weights DIR")
         return 2
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,7 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
         prefs.backend_url, prefs.token = url, ""
         client = BackendClient(url)
         health = client.health()
-        print(f"demo: backend on {url} serving {health.get('model')} ({health.get('weights')})")
+        print(f"demo: backend on {url} serving {health.get('model')} ({weights_folder})")
         with tqdm(total=100 * len(shots), unit="%", desc="generate") as bar:
             for index, shot in enumerate(shots):
                 bar.set_postfix_str(f"{shot.name}: passes")
@@ -172,7 +175,7 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
     report.write_text("\n".join([
         "# CinePreGen demo",
         "",
-        f"Blender {bpy.app.version_string}, model {health.get('model')} from `{health.get('weights')}` "
+        f"Blender {bpy.app.version_string}, model {health.get('model')} from `{weights_folder}` "
         f"(quantization: {quantization}), device {health.get('device')}, {clips[0].shape[2]}x{clips[0].shape[1]}, "
         f"{frames_per_shot} frames per shot at {DEMO_FPS} fps.",
         "",

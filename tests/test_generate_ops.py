@@ -205,12 +205,12 @@ def test_dead_backend_gives_a_clear_message_and_no_hang(addon, prefs, board):
 
 def test_refusing_backend_and_token(addon, prefs, board, tmp_path):
     shot_a = board.cinepregen.shots[0]
-    with LiveServer(Settings(data_dir=tmp_path / "data", token="s3cret"), DepthClip()) as server:
+    with LiveServer(Settings(data_dir=tmp_path / "data", token="s3cret-of-sixteen+"), DepthClip()) as server:
         prefs.backend_url = server.url
         with pytest.raises(RuntimeError, match="HTTP 401: this backend needs a token"):
             bpy.ops.cinepregen.generate_shot(shot_index=0)
         assert shot_a.status == "FAILED" and "needs a token" in shot_a.status_message
-        prefs.token = "s3cret"
+        prefs.token = "s3cret-of-sixteen+"
         assert bpy.ops.cinepregen.check_backend() == {"FINISHED"}
         assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
         settle(addon, [shot_a])
@@ -300,7 +300,7 @@ def test_render_command_generates_in_process(addon, board, tmp_path):
     assert summary["backend"] == "in-process" and record["name"] == "Shot B" and "error" not in record
     frames = read_mp4(out / "Shot_B.mp4")
     assert len(frames) == FRAMES and frames[0].shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
-    assert record["metrics"]["steps"] == 1 and record["metrics"]["weights"] == str(weights)
+    assert record["metrics"]["steps"] == 1 and record["metrics"]["weights"] == weights.name
 
     # without weights, the shot fails with the pipeline's reason and the command says so in its exit code
     assert cli_main(["render", str(blend), "--shots", "Shot A", "--out", str(out), "--weights",

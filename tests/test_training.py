@@ -141,3 +141,40 @@ def test_a_walking_gltf_character_is_one_object_with_a_picture_reference(tmp_pat
     assert picture.shape[:2] == (96, 96) and picture.std() > 10
     joined = bpy.data.objects["Character"]  # the scene is still loaded: every held-out character is skinned
     assert any(m.type == "ARMATURE" and m.object is not None for m in joined.modifiers)
+
+
+def test_a_multi_part_skinned_character_is_joined_into_one_walking_object():
+    """The farmer comes as four skinned meshes, an armature and a bone-shape helper: one object, scaled to the asked
+    height, standing on the floor, walking along its heading while its walk clip plays."""
+    import bpy
+    from mathutils import Vector
+
+    from backend.training.assets import TRAIN_ASSETS, default_asset_dir, import_asset
+
+    farmer = next(a for a in TRAIN_ASSETS if a.file == "farmer.glb")
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    meshes, root = import_asset(bpy, scene, default_asset_dir(), farmer, "Hero", (1.0, 2.0), 0.0, 1.5, 1, 10)
+    assert [m.name for m in meshes] == ["Hero"]
+    assert not [o for o in scene.objects if o.name.startswith("Icosphere")]
+    armature = next(o for o in scene.objects if o.type == "ARMATURE")
+
+    def box(frame):
+        scene.frame_set(frame)
+        depsgraph = bpy.context.evaluated_depsgraph_get()
+        evaluated = meshes[0].evaluated_get(depsgraph)
+        points = np.array([tuple(evaluated.matrix_world @ v.co) for v in evaluated.to_mesh().vertices])
+        evaluated.to_mesh_clear()
+        return points.min(0), points.max(0)
+
+    low, high = box(1)
+    assert abs((high[2] - low[2]) - 1.5) < 0.2 and abs(low[2]) < 0.05  # its height, on the floor
+    assert np.hypot(*((low[:2] + high[:2]) / 2 - (1.0, 2.0))) < 0.3
+    start = Vector(root.location)
+    scene.frame_set(10)
+    assert (Vector(root.location) - start).length == pytest.approx(farmer.speed_m_per_frame * 9, rel=1e-3)
+    assert armature.animation_data.action.name.startswith("Walk")
+    scene.frame_set(1)
+    pose1 = [tuple(b.matrix.translation) for b in armature.pose.bones]
+    scene.frame_set(6)
+    assert pose1 != [tuple(b.matrix.translation) for b in armature.pose.bones]  # the walk cycle moves the bones

@@ -7,15 +7,29 @@ import sys
 from pathlib import Path
 
 
-def _run(args) -> int:
-    from backend.server.app import Settings, check_bind
+def _token(args) -> str | None:
+    """--token-file, else CINEPREGEN_TOKEN, else --token (visible to every user in ps: the last resort)."""
+    if args.token_file:
+        return Path(args.token_file).read_text().strip() or None
+    return os.environ.get("CINEPREGEN_TOKEN") or args.token or None
 
-    token = args.token or os.environ.get("CINEPREGEN_TOKEN") or None
+
+def _run(args) -> int:
+    from backend.server.app import DataFolderBusy, Settings, check_bind, describe_weights
+    from backend.server.jobs import DamagedDatabase
+
     try:
+        token = _token(args)
         check_bind(args.host, token)
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         print(f"cinepregen serve: {error}", file=sys.stderr)
         return 2
+    if args.weights and not describe_weights(Path(args.weights))["weights_found"]:
+        print(f"cinepregen serve: no model weights folder at {args.weights}; pass --weights DIR with a saved model "
+              "(or leave it out for the default model)", file=sys.stderr)
+        return 2
+    import socket
+
     import uvicorn
 
     from backend.server.app import create_app
@@ -29,9 +43,32 @@ def _run(args) -> int:
         max_frames=args.max_frames,
         max_width=args.max_size,
         max_height=args.max_size,
+        max_queued=args.max_queued,
+        keep_days=args.keep_days,
+        allowed_hosts=tuple(args.allow_host or ()),
     )
-    print(f"CinePreGen backend on http://{args.host}:{args.port} (board at /, API docs at /docs), data in {args.data}")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        app = create_app(settings)
+    except (DataFolderBusy, DamagedDatabase) as error:
+        print(f"cinepregen serve: {error}", file=sys.stderr)
+        return 2
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as error:
+        print(f"cinepregen serve: cannot listen on {args.host}:{args.port} ({error.strerror}); pick another --port",
+              file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"CinePreGen backend on http://{host}:{port} (board at /, API docs at /docs), data in {args.data}",
+          flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down cleanly
+        pass
     return 0
 
 
@@ -46,7 +83,16 @@ def add_parser(subparsers):
     parser.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
     parser.add_argument("--weights", default=None, help="model weights folder (default: backend/weights/previs-tiny)")
     parser.add_argument("--data", default="out/backend", help="jobs database and results (default: out/backend)")
-    parser.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on every request")
+    parser.add_argument("--token-file", default=None,
+                        help="file holding the token every request must send as 'Authorization: Bearer TOKEN' "
+                             f"(at least {16} characters; or set CINEPREGEN_TOKEN)")
+    parser.add_argument("--token", default=None,
+                        help="the token itself (visible to other users in ps: prefer --token-file or CINEPREGEN_TOKEN)")
+    parser.add_argument("--allow-host", action="append", metavar="NAME",
+                        help="a host name this server answers to besides loopback ones (repeatable)")
+    parser.add_argument("--keep-days", type=float, default=None,
+                        help="delete finished jobs and their files after this many days (default: keep them)")
+    parser.add_argument("--max-queued", type=int, default=200, help="most jobs waiting at once (default: 200)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
     parser.add_argument("--max-upload-mb", type=int, default=512, help="largest accepted bundle zip (default: 512)")
     parser.add_argument("--max-frames", type=int, default=240, help="most frames per shot (default: 240)")

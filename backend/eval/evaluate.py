@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.bundle_io import read_shot_bundle
 from backend.eval import metrics
-from cinepregen_addon.core.shot_bundle import ShotBundle, read_bundle
+from cinepregen_addon.core.shot_bundle import ShotBundle
 
 GenerateFn = Callable[..., np.ndarray]
 ProgressFn = Callable[[float, str], None]
@@ -202,7 +203,7 @@ def evaluate_bundles(
         if target is None and Path(path).is_dir():
             target = load_target_frames(path)
         step = (lambda f, stage, i=i: progress((i + f) / len(bundle_paths), stage)) if progress else None
-        result = evaluate_bundle(read_bundle(path), generate_fn, seed=seed, target_frames=target, progress=step)
+        result = evaluate_bundle(read_shot_bundle(path), generate_fn, seed=seed, target_frames=target, progress=step)
         results.append({"path": str(path), **result})
     summary = [
         {
@@ -275,7 +276,7 @@ def contact_sheet(evaluation: dict, shots: int = 8):
 
     rows = []
     for result in evaluation["bundles"][:shots]:
-        bundle = read_bundle(result["path"])
+        bundle = read_shot_bundle(result["path"])
         clip = result["clip"]
         picks = [0, len(clip) // 2, len(clip) - 1]
         near, far = depth_range([p.depth for p in bundle.passes])

@@ -45,14 +45,15 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     polled between denoising steps and raises :class:`GenerationCancelled`. ``weights`` defaults to
     ``backend/weights/previs-tiny``; a missing folder raises FileNotFoundError saying how to get one.
     """
+    from backend.bundle_io import read_shot_bundle
     from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline
-    from cinepregen_addon.core.shot_bundle import read_bundle, write_png
+    from cinepregen_addon.core.shot_bundle import write_png
 
     report = progress or (lambda fraction, stage: None)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     report(0.0, "load")
-    bundle = read_bundle(bundle_path)
+    bundle = read_shot_bundle(bundle_path)
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
     pipeline = PrevisPipeline.from_pretrained(weights, device=device)
     timings["load_s"] = time.perf_counter() - start
@@ -84,7 +85,7 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
 
     metrics = {
         "shot": bundle.name, "frames": int(frames.shape[0]), "resolution": [bundle.width, bundle.height],
-        "fps": bundle.fps, "steps": int(steps), "seed": int(seed), "weights": str(weights), "device": device,
+        "fps": bundle.fps, "steps": int(steps), "seed": int(seed), "weights": weights.name, "device": device,
         "seconds_per_frame": timings["denoise_s"] / frames.shape[0], "timings": timings,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

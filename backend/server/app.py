@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -34,7 +35,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 import backend
-from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker
+from backend.bundle_io import png_size, read_shot_bundle
+from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker, delete_job_files
 from backend.server.review_page import render_board, write_pass_previews
 from cinepregen_addon.core import shot_bundle
 
@@ -60,6 +62,52 @@ class Settings:
     max_height: int = 2048
     max_steps: int = 500
     max_attempts: int = 2
+    max_total_pixels: int = 240 * 512 * 288  # frames x width x height of one bundle
+    max_objects: int = 64
+    max_reference_pixels: int = 2048 * 2048  # per reference image, read from its PNG header before decoding
+    max_queued: int = 200  # jobs waiting at once; more are refused with 429
+    keep_days: float | None = None  # finished jobs (and their files) older than this are deleted
+    allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones (no token needed on loopback)
+
+
+MIN_TOKEN_LENGTH = 16
+
+
+class DataFolderBusy(Exception):
+    """Another server holds the data folder."""
+
+
+class DataFolderLock:
+    """An exclusive lock on ``<data>/server.lock`` (flock, released by the OS if the process dies): two servers on
+    one data folder would both run its queue and re-queue each other's running job."""
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / "server.lock"
+        self._file = None
+
+    def acquire(self) -> DataFolderLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise DataFolderBusy(f"another CinePreGen server ({holder}) already uses the data folder "
+                                 f"{self.path.parent}; stop it, or pass another --data") from None
+        handle.truncate(0)
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def is_loopback(host: str) -> bool:
@@ -72,12 +120,15 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, token: str | None) -> None:
-    """Only this machine may use a backend without a token."""
+    """Only this machine may use a backend without a token, and a token must be long enough not to be guessed."""
     if not is_loopback(host) and not token:
         raise ValueError(
             f"refusing to listen on {host!r} without a token: anyone who can reach this machine could use the "
-            "backend. Pass --token TOKEN (clients then send 'Authorization: Bearer TOKEN'), or bind 127.0.0.1."
+            "backend. Pass --token-file FILE (clients then send 'Authorization: Bearer TOKEN'), or bind 127.0.0.1."
         )
+    if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the token is {len(token.strip())} characters; use at least {MIN_TOKEN_LENGTH} (for example "
+                         "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"`)")
 
 
 def describe_weights(weights: Path | None) -> dict[str, Any]:
@@ -95,7 +146,7 @@ def describe_weights(weights: Path | None) -> dict[str, Any]:
         if (place / CONFIG_NAME).is_file():
             quant = json.loads((place / CONFIG_NAME).read_text())
             quantization = {key: quant.get(key) for key in ("method", "bits", "bits_per_weight")}
-    return {"model": model, "weights": str(folder), "weights_found": folder.is_dir(), "quantization": quantization}
+    return {"model": model, "weights": folder.name, "weights_found": folder.is_dir(), "quantization": quantization}
 
 
 @contextmanager
@@ -134,18 +185,45 @@ def default_generate_fn(settings: Settings) -> GenerateFn:
     return generate
 
 
-class _Guard:
-    """ASGI middleware that runs before any body is read: the token check (401) and the upload size limit (411/413)."""
+class _BodyTooLarge(Exception):
+    pass
 
-    def __init__(self, app: Callable, token: str | None, max_upload_bytes: int):
+
+def host_of(value: str) -> str:
+    """The host part of a Host header or an Origin's authority (``[::1]:8765`` -> ``::1``)."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:value.find("]")] if "]" in value else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class _Guard:
+    """ASGI middleware that runs before any body is read, in this order:
+
+    1. **Host** (DNS rebinding): without a token only loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) and
+       ``allowed_hosts`` are served; a page on ``evil.example`` that re-points its name at 127.0.0.1 is refused.
+    2. **Origin** (cross-site requests): a request that changes something (POST, DELETE, PUT, PATCH) from a web page
+       of another origin is refused, token or not; clients that are not browsers send no Origin. No CORS headers are
+       ever sent, so no other page can read an answer either.
+    3. **Token** (401) when the server has one.
+    4. **Upload size**: POST /v1/jobs needs a Content-Length within the limit and no Transfer-Encoding (411/413),
+       and every request's body is counted as it is read, so no header can get more than the limit past it.
+    """
+
+    def __init__(self, app: Callable, token: str | None, max_upload_bytes: int, allowed_hosts: tuple[str, ...] = ()):
         self.app = app
         self.token = token
         self.max_upload_bytes = max_upload_bytes
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self._origin_problem(scope, headers)
+        if problem:
+            await _receive_and_drop(receive, headers)
+            return await _send_json(send, 403, problem)
         if self.token:
             problem, from_query = self._token_problem(scope, headers)
             if problem:
@@ -155,9 +233,10 @@ class _Guard:
                 send = _with_cookie(send, self.token)
         if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs":
             length = headers.get("content-length")
-            if length is None or not length.isdigit():
-                message = "the upload needs a Content-Length header (chunked uploads are refused)"
-                return await _send_json(send, 411, message)
+            if "transfer-encoding" in headers or length is None or not length.isdigit():
+                message = ("the upload needs a Content-Length header and no Transfer-Encoding "
+                           "(chunked uploads are refused)")
+                return await _send_json(send, 411, message, close=True)
             if int(length) > self.max_upload_bytes:
                 await _receive_and_drop(receive, headers)
                 message = (
@@ -165,7 +244,27 @@ class _Guard:
                     "bytes (cinepregen serve --max-upload-mb)"
                 )
                 return await _send_json(send, 413, message)
-        await self.app(scope, receive, send)
+        started = False
+
+        async def counted_receive() -> dict:
+            message = await receive()
+            counted_receive.total += len(message.get("body", b""))
+            if counted_receive.total > self.max_upload_bytes:
+                raise _BodyTooLarge
+            return message
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        counted_receive.total = 0
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, f"the request body is over this server's limit of "
+                                             f"{self.max_upload_bytes:,} bytes", close=True)
 
     def _token_problem(self, scope: dict, headers: dict[str, str]) -> tuple[str | None, bool]:
         """(what is wrong or None, whether the token came from ``?token=`` on the board)."""
@@ -188,6 +287,20 @@ class _Guard:
             return "wrong token", False
         return None, from_query
 
+    def _origin_problem(self, scope: dict, headers: dict[str, str]) -> str | None:
+        host = host_of(headers.get("host", ""))
+        if not self.token and not (is_loopback(host) or host in self.allowed_hosts):
+            return (f"this backend serves only this machine (Host {host[:64]!r} is not a loopback name); "
+                    "add the name with cinepregen serve --allow-host, or use 127.0.0.1")
+        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return None
+        origin = headers.get("origin")
+        if origin == "null":
+            return "requests from pages without an origin (sandboxed frames, files) are refused"
+        other_site = origin is not None and origin.split("://", 1)[-1].lower() != headers.get("host", "").lower()
+        if other_site or headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+            return "requests from another web site's pages are refused (cross-origin); use the add-on or the board"
+        return None
 
 async def _receive_and_drop(receive: Callable, headers: dict[str, str]) -> None:
     """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset."""
@@ -201,9 +314,12 @@ async def _receive_and_drop(receive: Callable, headers: dict[str, str]) -> None:
             return
 
 
-async def _send_json(send: Callable, status: int, detail: str, extra_headers: list | None = None) -> None:
+async def _send_json(send: Callable, status: int, detail: str, extra_headers: list | None = None,
+                     close: bool = False) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the body was not read: the connection cannot carry another request
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
     await send({"type": "http.response.body", "body": body})
 
@@ -223,19 +339,28 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
     """The service: a job store and its worker under ``settings.data_dir``, and the HTTP API around them."""
     data_dir = Path(settings.data_dir)
     jobs_dir, incoming_dir = data_dir / "jobs", data_dir / "incoming"
-    store = JobStore(data_dir / "jobs.sqlite")
-    worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings), settings.max_attempts)
+    lock = DataFolderLock(data_dir).acquire()
+    try:
+        store = JobStore(data_dir / "jobs.sqlite")
+    except Exception:
+        lock.release()
+        raise
+    worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings), settings.max_attempts,
+                    settings.keep_days)
     model_info = describe_weights(settings.weights)
+    _redact_tokens_in_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         shutil.rmtree(incoming_dir, ignore_errors=True)
         jobs_dir.mkdir(parents=True, exist_ok=True)
         worker.recover()
+        worker.prune()
         worker.start()
         yield
         worker.stop()
         store.close()
+        lock.release()
 
     app = FastAPI(
         title="CinePreGen backend",
@@ -243,7 +368,8 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         description="Shot bundles in, previs clips out. One model worker; jobs survive restarts.",
         lifespan=lifespan,
     )
-    app.add_middleware(_Guard, token=settings.token, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(_Guard, token=settings.token, max_upload_bytes=settings.max_upload_bytes,
+                       allowed_hosts=settings.allowed_hosts)
     app.state.store, app.state.worker, app.state.settings = store, worker, settings
 
     @app.exception_handler(RequestValidationError)
@@ -279,7 +405,10 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         for job in jobs:
             path = jobs_dir / job["id"] / "result" / "metrics.json"
             if job["status"] == "done" and path.is_file():
-                metrics[job["id"]] = json.loads(path.read_text())
+                try:
+                    metrics[job["id"]] = json.loads(path.read_text())
+                except (OSError, ValueError, RecursionError):
+                    metrics[job["id"]] = {}  # the board shows the job without figures
         return render_board(jobs, metrics)
 
     @app.get("/v1/health")
@@ -309,6 +438,8 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
             raise HTTPException(422, f"steps must be between 1 and {settings.max_steps}, got {steps}")
         if seed is not None and not 0 <= seed < 2**63:
             raise HTTPException(422, f"seed must be between 0 and 2**63 - 1, got {seed}")
+        if store.queue_length() >= settings.max_queued:
+            raise HTTPException(429, f"{settings.max_queued} jobs are already waiting; try again when some are done")
         job_id = uuid.uuid4().hex
         staging = incoming_dir / job_id
         staging.mkdir(parents=True)
@@ -333,11 +464,18 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         return _public(job_or_error(job_id), jobs_dir)
 
     @app.delete("/v1/jobs/{job_id}")
-    def cancel(job_id: str) -> dict[str, Any]:
-        """A queued job is cancelled at once; a running one stops at its next step (``cancel_requested``)."""
+    def cancel(job_id: str, files: bool = False) -> dict[str, Any]:
+        """A queued job is cancelled at once; a running one stops at its next step (``cancel_requested``). With
+        ``?files=true`` a finished job is deleted with all its files (its bundle, result and previews)."""
         job = job_or_error(job_id)
+        if files:
+            if job["status"] not in FINISHED:
+                raise HTTPException(409, f"job {job_id} is {job['status']}: cancel it first, then delete its files")
+            delete_job_files(jobs_dir, job_id)
+            store.delete(job_id)
+            return {"id": job_id, "deleted": True}
         if job["status"] in FINISHED:
-            raise HTTPException(409, f"job {job_id} is already {job['status']}")
+            raise HTTPException(409, f"job {job_id} is already {job['status']} (add ?files=true to delete it)")
         return _public(store.cancel(job_id), jobs_dir)
 
     @app.get("/v1/jobs/{job_id}/result.mp4", response_class=FileResponse)
@@ -352,7 +490,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
     def frame_png(job_id: str, index: str) -> FileResponse:
         """The n-th generated frame (0-based, in shot order)."""
         result_file(job_id, "metrics.json")
-        if not index.isdigit():
+        if not re.fullmatch(r"[0-9]{1,9}", index):
             raise HTTPException(422, f"frame index must be a non-negative integer, got {index[:32]!r}")
         frames = _frame_files(jobs_dir / job_id / "result" / "frames")
         if int(index) >= len(frames):
@@ -365,7 +503,10 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         job = job_or_error(job_id)
         if name not in job["info"].get("previews", []):
             raise HTTPException(404, f"no preview {name[:32]!r}; this job has {job['info'].get('previews', [])}")
-        return FileResponse(jobs_dir / job_id / "previews" / f"{name}.png", media_type="image/png")
+        path = jobs_dir / job_id / "previews" / f"{name}.png"
+        if not path.is_file():
+            raise HTTPException(404, f"the {name} preview of job {job_id} was deleted from the data folder")
+        return FileResponse(path, media_type="image/png")
 
     return app
 
@@ -385,16 +526,32 @@ def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dic
             zip_path, staging / "extracted", max_total_bytes=settings.max_extracted_bytes
         )
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        problems = _problems(error).replace(str(zip_path), "the upload")  # no server paths in answers
+        problems = _problems(error).replace(str(zip_path), "the upload").replace(str(staging), "the upload")
         raise HTTPException(422, f"bundle zip refused: {problems}") from error
-    _check_limits(root / "shot.json", settings)
+    _check_limits(root, settings)
     root.rename(staging / "bundle")
     try:
-        bundle = shot_bundle.read_bundle(staging / "bundle")
+        bundle = read_shot_bundle(staging / "bundle")
     except shot_bundle.BundleError as error:
         raise HTTPException(422, f"invalid shot bundle: {_problems(error)}") from error
     previews = write_pass_previews(bundle, staging / "previews")
     return {**shot_bundle.bundle_summary(bundle), "previews": previews}
+
+
+class _RedactTokens(logging.Filter):
+    """Access-log lines carry the request path; a board opened as ``/?token=...`` must not leave its token there."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(re.sub(r"token=[^&\s]*", "token=<redacted>", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+def _redact_tokens_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactTokens) for f in access.filters):
+        access.addFilter(_RedactTokens())
 
 
 def _problems(error: Exception, shown: int = 10) -> str:
@@ -403,16 +560,21 @@ def _problems(error: Exception, shown: int = 10) -> str:
     return "; ".join(problems[:shown]) + more
 
 
-def _check_limits(shot_json: Path, settings: Settings) -> None:
-    """Frames and resolution against this server's limits, read from shot.json before any frame is loaded."""
+def _check_limits(root: Path, settings: Settings) -> None:
+    """The bundle against this server's budgets, from shot.json and the reference PNGs' headers, before any frame
+    or image is decoded: frames, resolution, frames x pixels, objects, and pixels of each reference."""
     try:
-        shot = json.loads(shot_json.read_text())
+        shot = json.loads((root / "shot.json").read_text())
         frames, (width, height) = len(shot["frames"]), shot["resolution"]
-    except (OSError, ValueError, KeyError, TypeError):
+        objects = shot.get("objects", [])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return  # read_bundle names what is wrong with shot.json
     if frames > settings.max_frames:
         raise HTTPException(422, f"the shot has {frames} frames; this server accepts at most {settings.max_frames}")
-    if not (isinstance(width, int) and isinstance(height, int)):
+    if isinstance(objects, list) and len(objects) > settings.max_objects:
+        raise HTTPException(422, f"the shot lists {len(objects)} objects; this server accepts at most "
+                                 f"{settings.max_objects}")
+    if not (isinstance(width, int) and isinstance(height, int)) or isinstance(width, bool):
         return
     if width > settings.max_width or height > settings.max_height:
         raise HTTPException(
@@ -420,6 +582,17 @@ def _check_limits(shot_json: Path, settings: Settings) -> None:
             f"resolution {width}x{height} is larger than this server accepts ({settings.max_width}x"
             f"{settings.max_height})",
         )
+    if frames * width * height > settings.max_total_pixels:
+        raise HTTPException(422, f"{frames} frames of {width}x{height} are {frames * width * height:,} pixels; this "
+                                 f"server accepts at most {settings.max_total_pixels:,} a shot (fewer frames or a "
+                                 "smaller resolution)")
+    for image in sorted((root / "references").glob("*.png")) if (root / "references").is_dir() else []:
+        size = png_size(image)
+        if size is None:
+            continue  # read_bundle says what is wrong with it
+        if size[0] * size[1] > settings.max_reference_pixels:
+            raise HTTPException(422, f"reference {image.name[:80]!r} is {size[0]}x{size[1]} pixels; this server "
+                                     f"accepts at most {settings.max_reference_pixels:,} pixels a reference")
 
 
 def _frame_files(frames_dir: Path) -> list[Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sqlite3
 import threading
@@ -42,8 +43,35 @@ CREATE TABLE IF NOT EXISTS jobs (
 )
 """
 _JSON_COLUMNS = ("settings", "info", "timings")
+_JOB_FOLDER = re.compile(r"[0-9a-f]{32}")
+
+
+PRUNE_EVERY_S = 600.0
+
+
+class GenerationStopped(Exception):
+    pass
+
+
+def delete_job_files(jobs_dir: Path, job_id: str) -> None:
+    """Remove a job's folder; the id is checked, so nothing outside ``jobs_dir`` can be named."""
+    if not _JOB_FOLDER.fullmatch(job_id):
+        raise ValueError(f"malformed job id {job_id[:64]!r}")
+    shutil.rmtree(jobs_dir / job_id, ignore_errors=True)
+
+
+def _bundle_name(bundle_dir: Path) -> str | None:
+    try:
+        name = json.loads((bundle_dir / "shot.json").read_text()).get("name")
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return None
+    return name[:200] if isinstance(name, str) else None
 
 GenerateFn = Callable[..., dict]
+
+
+class DamagedDatabase(Exception):
+    """The job database cannot be opened; the message names the file and what to do."""
 
 
 class JobStore:
@@ -52,13 +80,19 @@ class JobStore:
 
     def __init__(self, db_path: Path):
         db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+        try:
+            self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                self._db.execute("SELECT COUNT(*) FROM jobs").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise DamagedDatabase(
+                f"the job database {db_path} is damaged ({error}); move it away (e.g. rename it to "
+                f"{db_path.name}.damaged) and start again: the jobs' folders are kept and listed again") from None
 
     def close(self) -> None:
         with self._lock:
@@ -86,13 +120,24 @@ class JobStore:
             jobs.append(job)
         return jobs
 
-    def create(self, job_id: str, name: str, settings: dict, info: dict) -> dict[str, Any]:
+    def create(self, job_id: str, name: str, settings: dict, info: dict, *, status: str = "queued",
+               error: str | None = None, created: float | None = None) -> dict[str, Any]:
+        """A new job, queued; or (``status`` another state) a job found on disk that the database lost."""
+        finished = time.time() if status in FINISHED else None
         self._execute(
-            "INSERT INTO jobs (id, name, status, stage, created, settings, info) "
-            "VALUES (?, ?, 'queued', 'queued', ?, ?, ?)",
-            (job_id, name, time.time(), json.dumps(settings), json.dumps(info)),
+            "INSERT INTO jobs (id, name, status, stage, created, finished, settings, info, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (job_id, name, status, status, created or time.time(), finished, json.dumps(settings), json.dumps(info),
+             error),
         )
         return self.get(job_id)
+
+    def delete(self, job_id: str) -> None:
+        self._execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def finished_before(self, when: float) -> list[str]:
+        return [row["id"] for row in self._fetch("SELECT * FROM jobs WHERE finished IS NOT NULL AND finished < ? "
+                                                 "AND status IN ('done', 'failed', 'cancelled')", (when,))]
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         jobs = self._fetch("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -164,32 +209,62 @@ class Worker:
     ``frames_dir``, ``metrics`` and ``timings``; whatever it raises after a cancel request counts as cancelled.
     """
 
-    def __init__(self, store: JobStore, jobs_dir: Path, generate_fn: GenerateFn, max_attempts: int = 2):
+    def __init__(self, store: JobStore, jobs_dir: Path, generate_fn: GenerateFn, max_attempts: int = 2,
+                 keep_days: float | None = None):
         self.store = store
         self.jobs_dir = jobs_dir
         self.generate_fn = generate_fn
         self.max_attempts = max_attempts
+        self.keep_days = keep_days
+        self._pruned = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def recover(self) -> None:
-        """Put jobs interrupted by a crash back in the queue, or fail them once they used all their attempts."""
-        for job in self.store.list():
-            if job["status"] != "running":
-                continue
+        """Make the store and the job folders agree after any stop: jobs interrupted by a crash go back to the queue
+        (or fail once they used all their attempts); a finished job whose folder is gone fails with that reason; a
+        folder the database does not list (it was emptied or replaced) is listed again; a half-written result
+        of a job not running is removed. A job file that cannot be read fails its job, never the start."""
+        known = {job["id"]: job for job in self.store.list()}
+        for job in known.values():
             job_dir = self.jobs_dir / job["id"]
-            if (job_dir / "result").is_dir():
+            if job["status"] == "running":
+                self._recover_running(job, job_dir)
+            elif job["status"] == "done" and not (job_dir / "result").is_dir():
+                self.store.finish(job["id"], "failed", error="its result files were deleted from the data folder")
+            elif job["status"] == "queued" and not (job_dir / "bundle").is_dir():
+                self.store.finish(job["id"], "failed", error="its bundle was deleted from the data folder")
+            if job["status"] != "running":
+                shutil.rmtree(job_dir / "result.partial", ignore_errors=True)
+        for job_dir in sorted(self.jobs_dir.glob("*")) if self.jobs_dir.is_dir() else []:
+            if job_dir.name in known or not _JOB_FOLDER.fullmatch(job_dir.name) or not job_dir.is_dir():
+                continue
+            shutil.rmtree(job_dir / "result.partial", ignore_errors=True)
+            done = (job_dir / "result" / "metrics.json").is_file()
+            name = _bundle_name(job_dir / "bundle") or job_dir.name
+            logger.warning("job folder %s was not in the database: listed again as %s", job_dir.name,
+                           "done" if done else "failed")
+            self.store.create(job_dir.name, name, {}, {}, status="done" if done else "failed",
+                              error=None if done else "the job database lost this job; its files are kept",
+                              created=job_dir.stat().st_mtime)
+
+    def _recover_running(self, job: dict[str, Any], job_dir: Path) -> None:
+        if (job_dir / "result").is_dir():
+            try:
                 timings = json.loads((job_dir / "result" / "metrics.json").read_text()).get("timings", {})
-                self.store.finish(job["id"], "done", timings=timings)
-            elif job["cancel_requested"]:
-                self.store.finish(job["id"], "cancelled", error="cancelled by the user")
-            elif job["attempts"] >= self.max_attempts:
-                reason = f"the server stopped during this job {job['attempts']} times; giving up"
-                self.store.finish(job["id"], "failed", error=reason)
-            else:
-                logger.info("re-queueing job %s interrupted mid-run (attempt %d)", job["id"], job["attempts"])
-                self.store.requeue(job["id"], count_attempt=True)
+            except (OSError, ValueError, AttributeError, RecursionError) as error:
+                self.store.finish(job["id"], "failed", error=f"its metrics.json cannot be read ({str(error)[:120]})")
+                return
+            self.store.finish(job["id"], "done", timings=timings if isinstance(timings, dict) else {})
+        elif job["cancel_requested"]:
+            self.store.finish(job["id"], "cancelled", error="cancelled by the user")
+        elif job["attempts"] >= self.max_attempts:
+            reason = f"the server stopped during this job {job['attempts']} times; giving up"
+            self.store.finish(job["id"], "failed", error=reason)
+        else:
+            logger.info("re-queueing job %s interrupted mid-run (attempt %d)", job["id"], job["attempts"])
+            self.store.requeue(job["id"], count_attempt=True)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="cinepregen-worker", daemon=True)
@@ -205,8 +280,23 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def prune(self) -> list[str]:
+        """Delete finished jobs (rows and files) older than ``keep_days``; returns their ids."""
+        self._pruned = time.time()
+        if self.keep_days is None:
+            return []
+        old = self.store.finished_before(time.time() - self.keep_days * 86400)
+        for job_id in old:
+            delete_job_files(self.jobs_dir, job_id)
+            self.store.delete(job_id)
+        if old:
+            logger.info("retention: deleted %d jobs finished over %g days ago", len(old), self.keep_days)
+        return old
+
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            if time.time() - self._pruned > PRUNE_EVERY_S:
+                self.prune()
             job = self.store.claim_next()
             if job is None:
                 self._wake.wait(timeout=1.0)
@@ -238,6 +328,8 @@ class Worker:
                 "model": result.get("timings", {}),
             }
             _collect_result(result, partial, timings)
+            if self.store.cancel_requested(job_id):  # cancelled while the result was being written
+                raise GenerationStopped("cancelled while writing the result")
             partial.rename(job_dir / "result")
         except Exception as error:  # the worker must outlive any model failure
             shutil.rmtree(partial, ignore_errors=True)

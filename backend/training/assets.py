@@ -99,20 +99,22 @@ def import_asset(bpy, scene, asset_dir: Path, asset: Asset, name: str, location:
         raise RuntimeError(f"{asset.file} holds no mesh")
     skinned = [o for o in meshes if o.parent is not None and o.parent.type == "ARMATURE" and o.parent_type == "OBJECT"]
     if len(skinned) > 1 and len({o.parent.name for o in skinned}) == 1:
+        names = [o.name for o in new if o not in skinned[1:]]  # the joined-in objects are removed by the join
         with bpy.context.temp_override(active_object=skinned[0], selected_editable_objects=skinned,
                                        selected_objects=skinned):
             bpy.ops.object.join()
-        meshes = [o for o in meshes if o.name in bpy.data.objects]
+        new = [bpy.data.objects[n] for n in names]
+        meshes = [o for o in new if o.type == "MESH"]
     for i, mesh in enumerate(sorted(meshes, key=lambda o: -len(o.data.vertices))):
         mesh.name = name if i == 0 else f"{name}Part{i}"
     root = bpy.data.objects.new(f"{name}Root", None)
     scene.collection.objects.link(root)
     for obj in new:
-        if obj.name in bpy.data.objects and obj.parent is None:
+        if obj.parent is None:
             obj.parent = root
 
     if asset.clip:
-        for obj in (o for o in new if o.name in bpy.data.objects and o.animation_data is not None):
+        for obj in (o for o in new if o.animation_data is not None):
             action = _find_action(bpy, asset.clip) if obj.type == "ARMATURE" else obj.animation_data.action
             if action is not None:
                 _play(bpy, obj, action)

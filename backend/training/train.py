@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backend.bundle_io import read_shot_bundle
 from backend.conditioning import ShotPasses, area_resize, batch_conditions, clip_conditions, shot_passes
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PRESETS, PrevisDiT
@@ -74,9 +75,7 @@ class ShotExample:
 
 
 def load_shot(folder: Path, width: int, height: int) -> ShotExample:
-    from cinepregen_addon.core.shot_bundle import read_bundle
-
-    passes = shot_passes(read_bundle(folder / "bundle"))
+    passes = shot_passes(read_shot_bundle(folder / "bundle"))
     passes.surface, passes.shading = passes.surface.half(), passes.shading.half()  # half the memory
     passes.object_ids = passes.object_ids.to(torch.int16)
     target = torch.from_numpy(np.load(folder / "target.npz")["frames"]).permute(0, 3, 1, 2).contiguous()
