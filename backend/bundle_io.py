@@ -34,7 +34,7 @@ def read_reference_image(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
-        raise ValueError(str(error)[:200]) from None
+        raise ValueError(str(error).replace(str(path), Path(path).name)[:200]) from None
 
 
 def read_shot_bundle(path: str | Path) -> shot_bundle.ShotBundle:

@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import backend
 from backend.bundle_io import png_size, read_shot_bundle
@@ -234,6 +235,7 @@ class _Guard:
         if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs":
             length = headers.get("content-length")
             if "transfer-encoding" in headers or length is None or not length.isdigit():
+                await _receive_and_drop(receive, headers)
                 message = ("the upload needs a Content-Length header and no Transfer-Encoding "
                            "(chunked uploads are refused)")
                 return await _send_json(send, 411, message, close=True)
@@ -243,7 +245,7 @@ class _Guard:
                     f"the upload is {int(length):,} bytes; this server accepts at most {self.max_upload_bytes:,} "
                     "bytes (cinepregen serve --max-upload-mb)"
                 )
-                return await _send_json(send, 413, message)
+                return await _send_json(send, 413, message, close=True)
         started = False
 
         async def counted_receive() -> dict:
@@ -303,8 +305,11 @@ class _Guard:
         return None
 
 async def _receive_and_drop(receive: Callable, headers: dict[str, str]) -> None:
-    """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset."""
-    if headers.get("content-length", "0") in ("", "0"):
+    """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset.
+    A body declared larger than the cap is not waited for: the answer closes the connection."""
+    length = headers.get("content-length", "")
+    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+    if not chunked and (not length.isdigit() or int(length) == 0 or int(length) > _MAX_DRAIN_BYTES):
         return
     received = 0
     while received < _MAX_DRAIN_BYTES:
@@ -371,6 +376,15 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
     app.add_middleware(_Guard, token=settings.token, max_upload_bytes=settings.max_upload_bytes,
                        allowed_hosts=settings.allowed_hosts)
     app.state.store, app.state.worker, app.state.settings = store, worker, settings
+
+    @app.exception_handler(StarletteHTTPException)
+    async def explain_http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        detail = error.detail
+        if error.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.method} {request.url.path[:120]}: the API is under /v1 (see /docs)"
+        elif error.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path[:120]} (see /docs)"
+        return JSONResponse({"detail": detail}, status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def explain_validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -533,7 +547,8 @@ def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dic
     try:
         bundle = read_shot_bundle(staging / "bundle")
     except shot_bundle.BundleError as error:
-        raise HTTPException(422, f"invalid shot bundle: {_problems(error)}") from error
+        raise HTTPException(422, f"invalid shot bundle: {_problems(error).replace(str(staging), 'the bundle')}") \
+            from error
     previews = write_pass_previews(bundle, staging / "previews")
     return {**shot_bundle.bundle_summary(bundle), "previews": previews}
 

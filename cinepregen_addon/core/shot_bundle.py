@@ -604,7 +604,7 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
 def _single_top_folder(infos: list[zipfile.ZipInfo]) -> str:
     """``"name/"`` when every entry lies under one top folder and there is no shot.json at the root, else ``""``."""
     tops = {info.filename.split("/", 1)[0] for info in infos}
-    if len(tops) == 1 and all("/" in info.filename for info in infos) and "shot.json" not in tops:
+    if len(tops) == 1 and all("/" in info.filename for info in infos) and not tops & {"frames", "references"}:
         return tops.pop() + "/"
     return ""
 
