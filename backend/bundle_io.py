@@ -32,7 +32,7 @@ def read_reference_image(path: Path) -> np.ndarray:
         raise ValueError(f"{size[0]}x{size[1]} pixels, more than {shot_bundle.MAX_PNG_PIXELS:,}")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # writable, as torch.from_numpy wants
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as error:
         raise ValueError(str(error).replace(str(path), Path(path).name)[:200]) from None
 

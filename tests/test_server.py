@@ -3,6 +3,7 @@ function, real restarts on the same data folder, and the review board in headles
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -548,28 +549,91 @@ def test_non_loopback_bind_refused_without_token(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _dump_dom(url: str, profile: Path, budget_ms: int | None = None) -> str:
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,900", "--dump-dom"]
+    if budget_ms:
+        command.append(f"--virtual-time-budget={budget_ms}")
+    return subprocess.run([*command, url], capture_output=True, text=True, timeout=180).stdout
+
+
+class TwoStages:
+    """A generate function that reports stage "first", waits, then "second" and waits again (until released)."""
+
+    def __init__(self):
+        self.to_second, self.to_end = threading.Event(), threading.Event()
+
+    def __call__(self, bundle_dir, out_dir, *, steps, seed, progress, should_cancel) -> dict:
+        for stage, gate, fraction in (("first", self.to_second, 0.1), ("second", self.to_end, 0.5)):
+            progress(fraction, stage)
+            while not gate.wait(0.02):
+                if should_cancel():
+                    raise JobCancelled(stage)
+        raise JobCancelled("released")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_review_board_follows_a_running_job_without_reloading(tmp_path):
+    """The page is rendered while the job is at stage "first"; on the page's second poll of /v1/jobs the job moves
+    on to "second" (the poll is answered once it has). The dumped DOM keeps the stage rendered by the server and
+    shows the new one filled in by the page's script: the update happened in place."""
+    stages = TwoStages()
+    settings = Settings(data_dir=tmp_path / "data")
+    app = create_app(settings, stages)
+    polls = []
+
+    class CountPolls:
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http" and scope["path"] == "/v1/jobs" and scope["method"] == "GET":
+                polls.append(time.monotonic())
+                if len(polls) == 2:
+                    stages.to_second.set()
+                    while app.state.store.list()[0]["stage"] != "second":
+                        await asyncio.sleep(0.01)
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(CountPolls)
+    with serve_in_thread(app) as url:
+        job_id = httpx.post(url + "/v1/jobs", files={"bundle": ("s.zip", bundle_zip(tmp_path).read_bytes())},
+                            timeout=30).json()["id"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{url}/v1/jobs/{job_id}", timeout=30).json()["stage"] != "first":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        polls.clear()
+        dom = _dump_dom(url + "/", tmp_path / "chromium", budget_ms=10000)
+        stages.to_end.set()
+    assert len(polls) >= 3, polls
+    assert 'data-rendered-stage="first"' in dom
+    row = dom[dom.index(f'id="job-{job_id}"'):]
+    assert '<span class="stage">second</span>' in row[:3000]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_api_docs_render_offline(tmp_path):
+    """/docs uses Swagger UI's assets served by this server (no CDN): the rendered page lists the API's routes."""
+    with LiveServer(Settings(data_dir=tmp_path / "data"), DepthClip()) as server:
+        page = server.http.get("/docs").text
+        assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+        assert server.http.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        dom = _dump_dom(server.url + "/docs", tmp_path / "chromium", budget_ms=10000)
+    assert "/v1/jobs/{job_id}/retry" in dom and "CinePreGen backend API" in dom
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
 def test_review_board_in_headless_chromium(tmp_path):
     with LiveServer(Settings(data_dir=tmp_path / "data"), DepthClip()) as server:
         job_id = server.submit(bundle_zip(tmp_path, frames=3, name="crane_establishing"))
         assert server.wait_for(job_id, finished)["status"] == "done"
-        command = [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'chromium'}",
-            "--dump-dom",
-            server.url + "/",
-        ]
-        dom = subprocess.run(command, capture_output=True, text=True, timeout=120).stdout
-    assert f'<tr id="job-{job_id}" class="job status-done">' in dom
+        again = server.http.post(f"/v1/jobs/{job_id}/retry").json()  # a second take of the same shot
+        assert server.wait_for(again["id"], finished)["status"] == "done"
+        dom = _dump_dom(server.url + "/", tmp_path / "chromium")
+    assert f'<tr id="job-{job_id}" class="job status-done"' in dom and "take 1 of 2" in dom and "take 2 of 2" in dom
+    assert dom.count('<tbody class="shot-group">') == 1  # both takes under one shot
     assert f'<video id="clip-{job_id}" src="/v1/jobs/{job_id}/result.mp4"' in dom
     assert "crane_establishing" in dom and f'src="/v1/jobs/{job_id}/previews/depth.png"' in dom
-    assert "mean_depth" in dom and "generate_s" in dom
+    assert "mean depth" in dom and "generation (s)" in dom and "a crate in a yard" in dom  # readable figures, prompt

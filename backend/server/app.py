@@ -10,6 +10,7 @@ no links, no bombs) and validated by ``shot_bundle.read_bundle`` before a job ex
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -32,7 +33,9 @@ from urllib.parse import parse_qs
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import backend
@@ -72,6 +75,7 @@ class Settings:
 
 
 MIN_TOKEN_LENGTH = 16
+DOCS_ASSETS = Path(importlib.util.find_spec("fastapi_offline").origin).parent / "static"  # Swagger UI 5, no CDN
 
 
 class DataFolderBusy(Exception):
@@ -372,7 +376,17 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         version=backend.__version__,
         description="Shot bundles in, previs clips out. One model worker; jobs survive restarts.",
         lifespan=lifespan,
+        docs_url=None,  # served below with local assets: Swagger UI's default comes from a CDN
+        redoc_url=None,
     )
+    app.mount("/docs-assets", StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="CinePreGen backend API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")
     app.add_middleware(_Guard, token=settings.token, max_upload_bytes=settings.max_upload_bytes,
                        allowed_hosts=settings.allowed_hosts)
     app.state.store, app.state.worker, app.state.settings = store, worker, settings
@@ -511,6 +525,43 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
             raise HTTPException(404, f"job {job_id} has {len(frames)} frames; there is no frame {int(index)}")
         return FileResponse(frames[int(index)], media_type="image/png")
 
+    @app.get("/v1/jobs/{job_id}/references/{index}.png", response_class=FileResponse)
+    def reference_png(job_id: str, index: str) -> FileResponse:
+        """The n-th reference image of the job's bundle (in the order of the job's ``references``)."""
+        job = job_or_error(job_id)
+        if not re.fullmatch(r"[0-9]{1,4}", index):
+            raise HTTPException(422, f"reference index must be a non-negative integer, got {index[:32]!r}")
+        files = job["info"].get("reference_files", [])
+        if int(index) >= len(files):
+            raise HTTPException(404, f"job {job_id} has {len(files)} reference images")
+        path = jobs_dir / job_id / "bundle" / files[int(index)]
+        if not shot_bundle.is_safe_relative_path(files[int(index)]) or not path.is_file():
+            raise HTTPException(404, f"reference {int(index)} of job {job_id} is not in its bundle any more")
+        return FileResponse(path, media_type="image/png")
+
+    @app.post("/v1/jobs/{job_id}/retry", status_code=201)
+    def retry(job_id: str) -> dict[str, Any]:
+        """A new take of a finished job: the same bundle and settings, queued as a new job."""
+        job = job_or_error(job_id)
+        if job["status"] not in FINISHED:
+            raise HTTPException(409, f"job {job_id} is {job['status']}; retry it once it has finished")
+        if not (jobs_dir / job_id / "bundle").is_dir():
+            raise HTTPException(410, f"job {job_id} no longer has its bundle; send the shot again")
+        if store.queue_length() >= settings.max_queued:
+            raise HTTPException(429, f"{settings.max_queued} jobs are already waiting; try again when some are done")
+        new_id = uuid.uuid4().hex
+        staging = incoming_dir / new_id
+        try:
+            for part in ("bundle", "previews"):
+                if (jobs_dir / job_id / part).is_dir():
+                    shutil.copytree(jobs_dir / job_id / part, staging / part)
+            staging.rename(jobs_dir / new_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        new = store.create(new_id, job["name"], job["settings"], job["info"])
+        worker.wake()
+        return _public(new, jobs_dir)
+
     @app.get("/v1/jobs/{job_id}/previews/{name}.png", response_class=FileResponse)
     def preview_png(job_id: str, name: str) -> FileResponse:
         """A thumbnail strip of one guidance pass, made when the bundle was accepted."""
@@ -550,7 +601,9 @@ def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dic
         raise HTTPException(422, f"invalid shot bundle: {_problems(error).replace(str(staging), 'the bundle')}") \
             from error
     previews = write_pass_previews(bundle, staging / "previews")
-    return {**shot_bundle.bundle_summary(bundle), "previews": previews}
+    referenced = sorted((obj.name, obj.reference) for obj in bundle.objects if obj.id in bundle.reference_images)
+    return {**shot_bundle.bundle_summary(bundle), "previews": previews,
+            "reference_files": [file for _, file in referenced]}
 
 
 class _RedactTokens(logging.Filter):
