@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.server.app import Settings, check_bind, create_app, serve_in_thread
+from backend.server.app import DataFolderBusy, Settings, check_bind, create_app, serve_in_thread
 from cinepregen_addon.core import shot_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -637,3 +637,117 @@ def test_review_board_in_headless_chromium(tmp_path):
     assert f'<video id="clip-{job_id}" src="/v1/jobs/{job_id}/result.mp4"' in dom
     assert "crane_establishing" in dom and f'src="/v1/jobs/{job_id}/previews/depth.png"' in dom
     assert "mean depth" in dom and "generation (s)" in dom and "a crate in a yard" in dom  # readable figures, prompt
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One server per data folder, and startup that survives damaged state
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _serve_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "backend.cli", "serve", "--port", "0", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_server_on_the_same_data_folder_is_refused(tmp_path):
+    with LiveServer(Settings(data_dir=tmp_path / "data"), DepthClip()):
+        with pytest.raises(DataFolderBusy, match="already uses the data folder"):
+            create_app(Settings(data_dir=tmp_path / "data"), DepthClip())
+        result = _serve_cli("--data", str(tmp_path / "data"))
+        assert result.returncode == 2 and "already uses the data folder" in result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    with LiveServer(Settings(data_dir=tmp_path / "data"), DepthClip()):  # released when the first one stopped
+        pass
+
+
+def test_restart_survives_a_corrupt_metrics_file_of_a_running_job(tmp_path):
+    data = tmp_path / "data"
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        done = server.wait_for(server.submit(bundle_zip(tmp_path, "a")), finished)["id"]
+    store = sqlite3.connect(data / "jobs.sqlite")
+    store.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (done,))  # as if the server died writing it
+    store.commit()
+    store.close()
+    (data / "jobs" / done / "result" / "metrics.json").write_text("{not json")
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        job = server.http.get(f"/v1/jobs/{done}").json()
+        assert job["status"] == "failed" and "metrics.json cannot be read" in job["error"]
+        assert server.http.get("/").status_code == 200
+
+
+def test_restart_with_an_emptied_database_lists_the_job_folders_again(tmp_path):
+    data = tmp_path / "data"
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        done = server.wait_for(server.submit(bundle_zip(tmp_path, "a", name="kept_shot")), finished)["id"]
+    for suffix in ("", "-wal", "-shm"):
+        path = data / f"jobs.sqlite{suffix}"
+        if path.exists():
+            path.write_bytes(b"") if suffix == "" else path.unlink()
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        (job,) = server.http.get("/v1/jobs").json()
+        assert job["id"] == done and job["status"] == "done" and job["name"] == "kept_shot"
+        assert server.http.get(f"/v1/jobs/{done}/result.mp4").status_code == 200  # nothing lost
+
+
+def test_a_damaged_database_is_one_line_with_the_path_and_what_to_do(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "jobs.sqlite").write_bytes(b"this is not a database" * 100)
+    result = _serve_cli("--data", str(tmp_path / "data"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is damaged" in result.stderr and "jobs.sqlite" in result.stderr and "move it away" in result.stderr
+
+
+def test_deleted_job_files_fail_the_job_at_the_next_start(tmp_path):
+    data = tmp_path / "data"
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        done = server.wait_for(server.submit(bundle_zip(tmp_path, "a")), finished)["id"]
+    shutil.rmtree(data / "jobs" / done)
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        job = server.http.get(f"/v1/jobs/{done}").json()
+        assert job["status"] == "failed" and "deleted" in job["error"]
+
+
+def test_retention_and_delete_with_files(tmp_path):
+    data = tmp_path / "data"
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        old = server.wait_for(server.submit(bundle_zip(tmp_path, "a")), finished)["id"]
+        kept = server.wait_for(server.submit(bundle_zip(tmp_path, "b")), finished)["id"]
+        gone = server.wait_for(server.submit(bundle_zip(tmp_path, "c")), finished)["id"]
+        answer = server.http.delete(f"/v1/jobs/{gone}", params={"files": "true"})
+        assert answer.status_code == 200 and answer.json() == {"id": gone, "deleted": True}
+        assert not (data / "jobs" / gone).exists() and server.http.get(f"/v1/jobs/{gone}").status_code == 404
+    store = sqlite3.connect(data / "jobs.sqlite")
+    store.execute("UPDATE jobs SET finished = finished - 3 * 86400 WHERE id = ?", (old,))
+    store.commit()
+    store.close()
+    with LiveServer(Settings(data_dir=data, keep_days=2), DepthClip()) as server:
+        assert [job["id"] for job in server.http.get("/v1/jobs").json()] == [kept]
+    assert not (data / "jobs" / old).exists() and (data / "jobs" / kept / "result").is_dir()
+
+
+def test_cancel_while_the_result_is_written_ends_cancelled(tmp_path):
+    class CancelledWhileWriting(DepthClip):
+        def __call__(self, bundle_dir, out_dir, **kwargs):
+            result = super().__call__(bundle_dir, out_dir, **kwargs)
+            self.server.http.delete(f"/v1/jobs/{Path(out_dir).parent.name}")  # the user cancels at the very end
+            return result
+
+    generate = CancelledWhileWriting()
+    with LiveServer(Settings(data_dir=tmp_path / "data"), generate) as server:
+        generate.server = server
+        job = server.wait_for(server.submit(bundle_zip(tmp_path, "a")), finished)
+        assert job["status"] == "cancelled"
+        assert not (tmp_path / "data" / "jobs" / job["id"] / "result").exists()
+        assert not (tmp_path / "data" / "jobs" / job["id"] / "result.partial").exists()
+
+
+def test_the_token_never_reaches_the_access_log(tmp_path, caplog):
+    """uvicorn's access log line for a board opened as /?token=... (its own format and arguments) is redacted."""
+    import logging
+
+    create_app(Settings(data_dir=tmp_path / "data", token=TOKEN), DepthClip())  # installs the filter
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET",
+                                                 f"/?token={TOKEN}&x=1", "1.1", 200)
+    (record,) = caplog.records
+    assert TOKEN not in record.getMessage() and "token=<redacted>&x=1" in record.getMessage()
