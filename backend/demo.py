@@ -71,19 +71,19 @@ def build_board(frames_per_shot: int):
 
     scene = build_scene(plan_demo_set(len(DEMO_SHOTS) * frames_per_shot))
     enable_addon_in_process()
-    from cinepregen_addon import operators
+    from cinepregen_addon import moves, shots
 
     scene.render.resolution_x, scene.render.resolution_y = DEFAULT_RESOLUTION  # framing uses the clip's aspect
     scene.render.resolution_percentage = 100
     scene.render.fps, scene.render.fps_base = DEMO_FPS, 1.0
     for index, planned in enumerate(DEMO_SHOTS):
-        shot = operators.add_shot(scene, planned.name, length=frames_per_shot)
+        shot = shots.add_shot(scene, planned.name, length=frames_per_shot)
         shot.subject = scene.objects[planned.subject]
         shot.shot_size, shot.camera_angle, shot.lens_mm = planned.shot_size, planned.camera_angle, planned.lens_mm
         shot.move_json = json.dumps(planned.move)
         shot.prompt, shot.seed = planned.prompt, index
-        operators.frame_shot_subject(scene, shot)
-    operators.layout_board(scene)
+        moves.frame_shot_subject(scene, shot)
+    shots.layout_board(scene)
     return scene
 
 

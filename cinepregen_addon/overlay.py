@@ -16,7 +16,8 @@ import gpu
 import numpy as np
 from gpu_extras.batch import batch_for_shader
 
-from .operators import fcurves_of, shot_at
+from .keyframes import fcurves_of
+from .shots import shot_at
 
 PATH_COLOR = (1.0, 0.55, 0.1, 1.0)
 TICK_COLOR = (1.0, 0.9, 0.3, 1.0)

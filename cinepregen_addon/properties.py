@@ -70,9 +70,9 @@ def _mirror_reference(obj, context) -> None:
 
 
 def _activate_shot(board, context) -> None:
-    from . import operators  # the activation logic lives with the operators that also call it
+    from . import shots  # the activation logic lives with the shot operators that also call it
 
-    operators.activate_shot(context.scene, board.active_shot_index)
+    shots.activate_shot(context.scene, board.active_shot_index)
 
 
 def _toggle_overlay(board, context) -> None:

@@ -204,7 +204,7 @@ def test_apply_move_keys_match_camera_move_samples_at_every_frame(scene):
     # re-applying a different move replaces the keys of the range, one key per frame
     shot.move_json = json.dumps({"kind": "zoom", "params": {"lens_end_mm": 70.0}})
     assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
-    from cinepregen_addon.operators import fcurves_of
+    from cinepregen_addon.keyframes import fcurves_of
 
     lens_keys = [k.co.x for k in fcurves_of(camera.data).find("lens").keyframe_points]
     assert lens_keys == list(range(6, 36))

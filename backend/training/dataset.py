@@ -76,7 +76,7 @@ def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = Fals
     from backend.training.scenes import build_scene, plan_scene, render_reference_pictures, render_target_clip
     from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
     from cinepregen_addon.core.framing import frame_subject
-    from cinepregen_addon.operators import write_camera_samples
+    from cinepregen_addon.keyframes import write_camera_samples
     from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
 
     rng = np.random.default_rng(seed)

@@ -1,0 +1,82 @@
+"""Camera keyframes written by the add-on, on Blender 4.5 and 5.x (layered actions): a shot's keys are replaced
+inside its frame range, keys outside it are kept."""
+
+from __future__ import annotations
+
+import bpy
+
+from .core import camera_moves
+
+KEY_EPSILON = 1e-3
+OBJECT_CHANNELS = (("location", 3), ("rotation_euler", 3))
+
+
+def fcurves_of(id_data, create: bool = False):
+    """The F-curves animating ``id_data`` (an object or camera data), or None when it has none and not ``create``.
+
+    Blender 4.4+ stores keys in layered actions: action -> layer -> keyframe strip -> channelbag per slot. 5.0
+    removed the legacy ``action.fcurves``; 4.5 still has it but it is the same channelbag, so the layered path is
+    used whenever it exists.
+    """
+    adt = id_data.animation_data
+    if adt is None or adt.action is None:
+        if not create:
+            return None
+        adt = adt or id_data.animation_data_create()
+        adt.action = bpy.data.actions.new(f"{id_data.name}Action")
+    action = adt.action
+    if not hasattr(action, "layers"):  # Blender before 4.4
+        return action.fcurves
+    slot = adt.action_slot
+    if slot is None:
+        if not create:
+            return None
+        slot = action.slots.new(id_type=id_data.id_type, name=id_data.name)
+        adt.action_slot = slot
+    if len(action.layers) == 0:
+        if not create:
+            return None
+        action.layers.new("Layer")
+    layer = action.layers[0]
+    if len(layer.strips) == 0:
+        if not create:
+            return None
+        layer.strips.new(type="KEYFRAME")
+    channelbag = layer.strips[0].channelbag(slot, ensure=create)
+    return None if channelbag is None else channelbag.fcurves
+
+
+def replace_keys(id_data, data_path: str, index: int, frames, values, frame_start: int, frame_end: int) -> None:
+    """Replace the keys of one channel inside [frame_start, frame_end] by one key per frame; keys outside stay."""
+    fcurves = fcurves_of(id_data, create=True)
+    fcurve = fcurves.find(data_path, index=index) or fcurves.new(data_path, index=index)
+    points = fcurve.keyframe_points
+    for i in reversed(range(len(points))):
+        if frame_start - KEY_EPSILON <= points[i].co.x <= frame_end + KEY_EPSILON:
+            points.remove(points[i], fast=True)
+    for frame, value in zip(frames, values, strict=True):
+        points.insert(frame, value, options={"FAST"})
+    fcurve.update()
+
+
+def remove_keys(id_data, frame_start: int, frame_end: int) -> None:
+    fcurves = fcurves_of(id_data)
+    for fcurve in fcurves or ():
+        points = fcurve.keyframe_points
+        for i in reversed(range(len(points))):
+            if frame_start - KEY_EPSILON <= points[i].co.x <= frame_end + KEY_EPSILON:
+                points.remove(points[i], fast=True)
+        fcurve.update()
+
+
+def write_camera_samples(camera, samples: list[camera_moves.CameraSample]) -> None:
+    """Key location and rotation on the camera object and the lens on its data, one key per sample frame."""
+    if not samples:
+        return
+    frames = [s.frame for s in samples]
+    first, last = frames[0], frames[-1]
+    for data_path, size in OBJECT_CHANNELS:
+        for i in range(size):
+            values = [getattr(s, data_path)[i] for s in samples]
+            replace_keys(camera, data_path, i, frames, values, first, last)
+    replace_keys(camera.data, "lens", 0, frames, [s.lens_mm for s in samples], first, last)

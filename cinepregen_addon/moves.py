@@ -1,0 +1,227 @@
+"""Camera moves on a shot (``bpy.ops.cinepregen.apply_move`` and friends): the global move as real keyframes, the
+artist's local adjustments on top, and framing the shot's subject.
+
+A shot's camera keyframes are computed, never accumulated: ``apply_shot_move`` evaluates the shot's global move
+(``move_json``) from the shot's start pose and puts the artist's local layer (``adjustments_json``) on top with
+``core.camera_moves``, then replaces the camera's keys inside the shot's frame range (keys outside it are kept).
+The start pose is stored on the shot (``start_location``, ``start_rotation``, ``lens_mm``), so re-applying or
+changing the move always starts from the same place and a local offset is never applied twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import bpy
+import numpy as np
+from bpy.props import BoolProperty, EnumProperty
+from mathutils import Vector
+
+from .core import camera_moves, framing
+from .core.camera_moves import CameraPose, EditedKeyframe, LocalAdjustments, MoveSpec, Offset
+from .keyframes import write_camera_samples
+from .shots import ShotOperator, capture_start_pose, shot_at
+
+
+def shot_move_spec(shot) -> MoveSpec:
+    return MoveSpec.from_dict(json.loads(shot.move_json)) if shot.move_json.strip() else MoveSpec()
+
+
+def shot_adjustments(shot) -> LocalAdjustments:
+    return LocalAdjustments.from_dict(json.loads(shot.adjustments_json)) if shot.adjustments_json.strip() \
+        else LocalAdjustments()
+
+
+def _subject_path(scene, subject, frames: range) -> list[list[float]]:
+    current = scene.frame_current
+    try:
+        path = []
+        for frame in frames:
+            scene.frame_set(frame)
+            path.append(list(subject.matrix_world.translation))
+        return path
+    finally:
+        scene.frame_set(current)
+
+
+def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[camera_moves.CameraSample]:
+    """The shot's camera per frame: the global move from the start pose, then (optionally) the local layer."""
+    if shot.camera is None:
+        raise ValueError(f"shot {shot.name!r} has no camera")
+    if shot.frame_end < shot.frame_start:
+        raise ValueError(f"shot {shot.name!r}: frame_end {shot.frame_end} is before frame_start {shot.frame_start}")
+    if not shot.has_start_pose:
+        capture_start_pose(shot)
+    try:
+        spec = shot_move_spec(shot)
+        adjustments = shot_adjustments(shot)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"shot {shot.name!r}: the camera move or local adjustments are not valid JSON: {error}") \
+            from None
+    params = spec.resolved_params()
+    target_path = None
+    if shot.subject is not None:
+        if "target" in params and params["target"] is None:  # moves around a subject aim at the shot's subject
+            spec = MoveSpec(spec.kind, {**spec.params, "target": list(shot.subject.matrix_world.translation)},
+                            spec.easing, spec.shake)
+        if spec.kind == "follow" and params["target_path"] is None:
+            target_path = _subject_path(scene, shot.subject, range(shot.frame_start, shot.frame_end + 1))
+    start = CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
+    fps = scene.render.fps / scene.render.fps_base
+    samples = camera_moves.sample_move(spec, start, shot.frame_start, shot.frame_end, fps=fps,
+                                       target_path=target_path)
+    return adjustments.apply(samples) if with_adjustments else samples
+
+
+def apply_shot_move(scene, shot) -> list[camera_moves.CameraSample]:
+    """Write the shot's move (global + local layer) as keyframes on its camera; returns the samples written."""
+    samples = shot_samples(scene, shot)
+    shot.camera.data.sensor_width = shot.sensor_mm
+    write_camera_samples(shot.camera, samples)
+    return samples
+
+
+def add_local_offset(scene, shot, frame: int, pin: bool = False) -> Offset | EditedKeyframe:
+    """Keep the camera's current pose at ``frame`` in the shot's local layer, and re-key.
+
+    The artist moves the camera by hand at a frame. As an offset, the difference to the (retimed) global move is
+    kept, so the change rides along when the move is re-applied or replaced; pinned, the pose itself is kept
+    (an edited keyframe), so the camera is exactly there at that frame whatever the global move does.
+    """
+    if not shot.frame_start <= frame <= shot.frame_end:
+        raise ValueError(f"frame {frame} is outside shot {shot.name!r} ({shot.frame_start}-{shot.frame_end})")
+    adjustments = shot_adjustments(shot)
+    camera = shot.camera
+    if pin:
+        item = EditedKeyframe(frame, tuple(camera.location), tuple(camera.rotation_euler), camera.data.lens)
+    else:
+        retimed = LocalAdjustments(time_remap=adjustments.time_remap).apply(
+            shot_samples(scene, shot, with_adjustments=False))
+        base = retimed[frame - shot.frame_start]
+        item = Offset(
+            frame,
+            tuple(float(a - b) for a, b in zip(camera.location, base.location, strict=True)),
+            tuple(float(a - b) for a, b in zip(camera.rotation_euler, base.rotation_euler, strict=True)),
+            float(camera.data.lens - base.lens_mm),
+        )
+    updated = LocalAdjustments(  # the new entry replaces whatever the layer held at that frame
+        offsets=[o for o in adjustments.offsets if o.frame != frame] + ([] if pin else [item]),
+        keyframes=[k for k in adjustments.keyframes if k.frame != frame] + ([item] if pin else []),
+        time_remap=adjustments.time_remap,
+    )
+    shot.adjustments_json = json.dumps(updated.to_dict())
+    apply_shot_move(scene, shot)
+    return item
+
+
+def subject_extent(subject) -> tuple[np.ndarray, float]:
+    """World-space centre and height (Z extent) of an object's bounding box."""
+    corners = np.array([subject.matrix_world @ Vector(c) for c in subject.bound_box])
+    if np.ptp(corners[:, 2]) <= 0:
+        return np.asarray(subject.matrix_world.translation), 1.0
+    return (corners.min(0) + corners.max(0)) / 2.0, float(np.ptp(corners[:, 2]))
+
+
+def frame_shot_subject(scene, shot) -> CameraPose:
+    """Place the shot's camera so its subject fills the shot size from the camera angle, then re-key the move.
+
+    Sizes closer than a full shot show the top of the subject (for a character, the head), as the framing charts do.
+    """
+    if shot.subject is None:
+        raise ValueError(f"shot {shot.name!r} has no subject to frame")
+    if shot.camera is None:
+        raise ValueError(f"shot {shot.name!r} has no camera")
+    scene.view_layers[0].update()  # a subject placed by a script has no current matrix_world until evaluated
+    center, height = subject_extent(shot.subject)
+    fraction = framing.SHOT_SIZES[shot.shot_size]
+    if fraction > 1.0 and shot.camera_angle != "OVERHEAD":
+        center[2] = center[2] + height / 2.0 - height / (2.0 * fraction)
+    data = shot.camera.data
+    render = scene.render
+    aspect = (render.resolution_x * render.pixel_aspect_x) / (render.resolution_y * render.pixel_aspect_y)
+    pose = framing.frame_subject(
+        center, height, shot.shot_size, shot.camera_angle, shot.lens_mm,
+        sensor_width_mm=shot.sensor_mm, sensor_height_mm=data.sensor_height, sensor_fit=data.sensor_fit,
+        aspect=aspect, heading_deg=math.degrees(shot.start_rotation[2]) if shot.has_start_pose else 0.0,
+    )
+    shot.start_location, shot.start_rotation, shot.lens_mm = pose.location, pose.rotation_euler, pose.lens_mm
+    shot.has_start_pose = True
+    shot.camera.location, shot.camera.rotation_euler, data.lens = pose.location, pose.rotation_euler, pose.lens_mm
+    apply_shot_move(scene, shot)
+    return pose
+
+
+# --- operators ----------------------------------------------------------------------------------------------------
+
+class CINEPREGEN_OT_apply_move(ShotOperator, bpy.types.Operator):
+    """Key the active shot's camera from its camera move and local adjustments (keys in its frame range only)"""
+
+    bl_idname = "cinepregen.apply_move"
+    bl_label = "Apply Camera Move"
+
+    capture_start: BoolProperty(name="From Current Camera",
+                                description="Start the move from where the camera is now", default=False)
+
+    def run(self, context):
+        shot = shot_at(context.scene)
+        if self.capture_start and shot.camera is not None:
+            capture_start_pose(shot)
+        samples = apply_shot_move(context.scene, shot)
+        self.report({"INFO"}, f"{shot.name}: keyed {len(samples)} frames")
+        return {"FINISHED"}
+
+
+class CINEPREGEN_OT_set_move(ShotOperator, bpy.types.Operator):
+    """Give the active shot a camera move from the library (its default parameters) and key its camera"""
+
+    bl_idname = "cinepregen.set_move"
+    bl_label = "Set Camera Move"
+
+    kind: EnumProperty(name="Move", items=[(k, k.replace("_", " ").title(), "") for k in camera_moves.MOVE_PARAMS])
+    easing: EnumProperty(name="Easing", items=[(k, k.replace("_", " ").title(), "") for k in camera_moves.EASINGS],
+                         default="ease_in_out")
+
+    def run(self, context):
+        shot = shot_at(context.scene)
+        shot.move_json = json.dumps(MoveSpec(self.kind, {}, self.easing).to_dict())
+        apply_shot_move(context.scene, shot)
+        return {"FINISHED"}
+
+
+class CINEPREGEN_OT_frame_subject(ShotOperator, bpy.types.Operator):
+    """Place the active shot's camera so its subject fills the shot size from the camera angle"""
+
+    bl_idname = "cinepregen.frame_subject"
+    bl_label = "Frame Subject"
+
+    def run(self, context):
+        frame_shot_subject(context.scene, shot_at(context.scene))
+        return {"FINISHED"}
+
+
+class CINEPREGEN_OT_add_local_offset(ShotOperator, bpy.types.Operator):
+    """Keep the camera's hand-made change at this frame as a local adjustment over the camera move"""
+
+    bl_idname = "cinepregen.add_local_offset"
+    bl_label = "Add Local Offset"
+
+    pin: BoolProperty(name="Pin", description="Keep the pose itself at this frame, not its offset from the move")
+
+    def run(self, context):
+        scene = context.scene
+        add_local_offset(scene, shot_at(scene), scene.frame_current, self.pin)
+        return {"FINISHED"}
+
+
+class CINEPREGEN_OT_clear_local_adjustments(ShotOperator, bpy.types.Operator):
+    """Drop the active shot's local adjustments and re-key its camera from the global move alone"""
+
+    bl_idname = "cinepregen.clear_local_adjustments"
+    bl_label = "Clear Local Adjustments"
+
+    def run(self, context):
+        shot = shot_at(context.scene)
+        shot.adjustments_json = ""
+        apply_shot_move(context.scene, shot)
+        return {"FINISHED"}
