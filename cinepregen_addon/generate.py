@@ -83,21 +83,26 @@ def render_bundle(scene, index: int, progress: render_passes.ProgressFn | None =
     """Render the shot's guidance passes into its bundle folder (replacing an earlier one) and point the shot at it."""
     shot = scene.cinepregen.shots[index]
     spec = render_passes.storyboard_shot_specs(scene)[index]
+    fingerprint = render_passes.bundle_fingerprint(scene, spec)
     target = shot_folder(shot) / "bundle"
     if (target / "shot.json").is_file():
         shutil.rmtree(target)
     folder = render_passes.render_shot_bundle(scene, spec, target, progress)
     shot.bundle_path = str(folder)
+    shot.bundle_fingerprint = fingerprint
     shot.status, shot.status_message = "PASSES_READY", f"bundle in {folder}"
     return folder
 
 
 def shot_bundle_folder(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:
-    """The shot's bundle folder, rendering its guidance passes first when there is none yet."""
+    """The shot's bundle folder, rendering its guidance passes first when there is none yet or when anything that
+    goes into it (camera, move, seed, prompt, objects, references, ...) changed since it was rendered."""
     shot = scene.cinepregen.shots[index]
-    if shot.bundle_path:
+    if shot.bundle_path and shot.bundle_fingerprint:
         existing = Path(bpy.path.abspath(shot.bundle_path))
-        if (existing / "shot.json").is_file():
+        spec = render_passes.storyboard_shot_specs(scene)[index]
+        if (existing / "shot.json").is_file() and \
+                render_passes.bundle_fingerprint(scene, spec) == shot.bundle_fingerprint:
             return existing
     return render_bundle(scene, index, progress)
 
@@ -120,6 +125,15 @@ def queue_shot(scene, index: int, client: BackendClient, progress: render_passes
 def _fail(shot, message: str) -> None:
     shot.status = "FAILED"
     shot.status_message = message
+
+
+def _fail_or_keep_result(shot, message: str) -> None:
+    """A new take that could not even be queued leaves a finished shot finished: its clip is still in the
+    sequencer; only the message says what went wrong."""
+    if shot.status == "DONE" and shot.result_path:
+        shot.status_message = f"not generated again: {message} (the clip from job {shot.job_id} is kept)"
+    else:
+        _fail(shot, message)
 
 
 # --- following jobs -----------------------------------------------------------------------------------------------
@@ -396,7 +410,7 @@ class CINEPREGEN_OT_generate_shot(ShotOperatorMixin, bpy.types.Operator):
                 job_id = queue_shot(scene, index, client, progress)
         except (BackendError, ValueError, OSError) as error:
             message = explain(error) if isinstance(error, BackendError) else str(error)
-            _fail(shot, message)
+            _fail_or_keep_result(shot, message)
             self.report({"ERROR"}, f"{shot.name}: {message}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"{shot.name}: queued as job {job_id}")
@@ -434,7 +448,7 @@ class CINEPREGEN_OT_generate_all(bpy.types.Operator):
                     queue_shot(scene, index, client, progress)
                     queued.append(shot.name)
                 except (BackendError, ValueError, OSError) as error:
-                    _fail(shot, explain(error) if isinstance(error, BackendError) else str(error))
+                    _fail_or_keep_result(shot, explain(error) if isinstance(error, BackendError) else str(error))
                     failed.append(f"{shot.name}: {shot.status_message}")
         if failed:
             self.report({"ERROR"}, f"queued {len(queued)} shot(s); failed: " + "; ".join(failed))

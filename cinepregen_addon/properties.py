@@ -75,6 +75,18 @@ def _activate_shot(board, context) -> None:
     shots.activate_shot(context.scene, board.active_shot_index)
 
 
+def _keep_shot_names_unique(shot, context) -> None:
+    """A shot renamed to another shot's name gets a ``.NNN`` suffix (a shot's name is its folder and its strip)."""
+    from .core.names import unique_name
+
+    board = getattr(shot.id_data, "cinepregen", None)
+    if board is None:
+        return
+    others = {s.name for s in board.shots if s.as_pointer() != shot.as_pointer()}
+    if shot.name in others:
+        shot.name = unique_name(shot.name, others)
+
+
 def _toggle_overlay(board, context) -> None:
     from . import overlay
 
@@ -84,7 +96,8 @@ def _toggle_overlay(board, context) -> None:
 class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
     """One shot of the storyboard: its camera, frame range, framing, move and generation state."""
 
-    name: StringProperty(name="Name", default="Shot")
+    name: StringProperty(name="Name", default="Shot", update=_keep_shot_names_unique,
+                         description="The shot's name: its folder on disk and its strip in the sequencer")
     camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera)
     frame_start: IntProperty(name="Start", default=1, min=0)
     frame_end: IntProperty(name="End", default=48, min=0)
@@ -106,6 +119,8 @@ class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
     job_id: StringProperty(name="Job")
     result_path: StringProperty(name="Result", subtype="FILE_PATH", options=PATH_OPTIONS)
     bundle_path: StringProperty(name="Shot Bundle", subtype="DIR_PATH", options=PATH_OPTIONS)
+    bundle_fingerprint: StringProperty(name="Bundle Fingerprint", options={"HIDDEN"},
+                                       description="Hash of what the shot's bundle was rendered from")
     move_json: StringProperty(name="Camera Move", description="Global camera move (camera_moves.MoveSpec as JSON)")
     adjustments_json: StringProperty(
         name="Local Adjustments", description="The artist's layer over the move (camera_moves.LocalAdjustments)"

@@ -21,6 +21,8 @@ no OpenEXR package.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import struct
 import tempfile
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
+import mathutils
 import numpy as np
 
 from .core import camera_geometry, shot_bundle
@@ -423,6 +426,44 @@ def _render_clay(scene, spec: ShotRenderSpec, camera, frames: list[int], work: P
     finally:
         o.restore()
     return [_read_image_rgb(p) for p in paths]
+
+
+def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
+    """A hash of everything a shot bundle is made from: the render spec (prompt, seed, move, frames, size, ...),
+    the camera and lens at every frame, and every renderable object's ID, visibility, evaluated bounds at every
+    frame (moves, rigs and shape keys change them) and mesh data, and each reference file's size and time. The same
+    fingerprint means the bundle on disk is still the one these inputs would render."""
+    ensure_object_ids(scene)  # as the render will: IDs given now must not change the fingerprint afterwards
+    digest = hashlib.sha256()
+    fields = {k: v for k, v in vars(spec).items() if k != "references"}
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    camera = scene.objects.get(spec.camera_name)
+    objects = sorted(_renderable_objects(scene.objects, set()), key=lambda o: o.name)
+    for obj in objects:
+        reference = _reference_path(obj, spec)
+        stat = Path(reference).stat() if reference and Path(reference).is_file() else None
+        digest.update(f"{obj.name}|{obj.get(ID_PROPERTY)}|{obj.hide_render}|{reference}|"
+                      f"{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}".encode())
+        if obj.type == "MESH":
+            coordinates = np.empty(len(obj.data.vertices) * 3, np.float32)
+            obj.data.vertices.foreach_get("co", coordinates)
+            digest.update(coordinates.tobytes())
+    frame_current = scene.frame_current
+    try:
+        for frame in range(spec.frame_start, spec.frame_end + 1):
+            scene.frame_set(frame)
+            if camera is not None:
+                digest.update(np.array(camera.matrix_world, np.float64).tobytes())
+                digest.update(np.array([camera.data.lens, camera.data.sensor_width, camera.data.shift_x,
+                                        camera.data.shift_y], np.float64).tobytes())
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            for obj in objects:
+                evaluated = obj.evaluated_get(depsgraph)
+                digest.update(np.array([tuple(evaluated.matrix_world @ mathutils.Vector(c))
+                                        for c in evaluated.bound_box], np.float64).tobytes())
+    finally:
+        scene.frame_set(frame_current)
+    return digest.hexdigest()
 
 
 def _reference_path(obj, spec: ShotRenderSpec) -> str | None:

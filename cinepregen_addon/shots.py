@@ -14,6 +14,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from mathutils import Matrix
 
+from .core.names import next_shot_name, unique_name
 from .keyframes import remove_keys
 
 DEFAULT_SHOT_LENGTH = 48
@@ -81,8 +82,9 @@ def add_shot(scene, name: str = "", camera=None, length: int = DEFAULT_SHOT_LENG
     if length < 1:
         raise ValueError(f"length: a shot needs at least 1 frame, got {length}")
     start = max((s.frame_end + 1 for s in board.shots), default=scene.frame_start)
+    taken = {s.name for s in board.shots}
     shot = board.shots.add()
-    shot.name = name or f"Shot {len(board.shots):03d}"
+    shot.name = unique_name(name, taken) if name else next_shot_name(taken, len(board.shots))
     if camera is None:
         source = scene.camera
         camera = new_camera(scene, f"CAM_{shot.name}", source.matrix_world.copy() if source else None,
@@ -108,7 +110,7 @@ def duplicate_shot(scene, index: int):
     board.shots.add()  # may reallocate the collection: items are looked up by index afterwards
     source, shot = board.shots[index], board.shots[len(board.shots) - 1]
     _copy_shot_settings(source, shot)
-    shot.name = f"{source.name} copy"
+    shot.name = unique_name(f"{source.name} copy", {s.name for s in board.shots if s != shot})
     shot.status, shot.status_message, shot.job_id, shot.result_path, shot.bundle_path = "DRAFT", "", "", "", ""
     shot.progress = 0.0
     if source.camera is not None:

@@ -318,3 +318,65 @@ def test_preferences_draw_names_real_properties_and_operators(addon, prefs):
     assert {("prop", name) for name in ("backend_url", "token", "python_executable", "data_folder")} <= set(log)
     assert prefs.bl_rna.properties["token"].subtype == "PASSWORD"
     assert prefs.bl_rna.properties["backend_url"].default == "http://127.0.0.1:8765"
+
+
+def test_generate_after_a_change_re_renders_the_bundle(addon, prefs, backend, board):
+    """Generate reuses a bundle only while nothing that goes into it changed: a new seed, prompt or camera move makes
+    it render the passes again, so the uploaded bundle holds what the artist sees."""
+    from cinepregen_addon.core.shot_bundle import read_bundle
+
+    server, _ = backend
+    prefs.backend_url = server.url
+    shot = board.cinepregen.shots[0]
+    assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
+    settle(addon, [shot])
+    first = read_bundle(shot.bundle_path)
+    rendered = Path(shot.bundle_path, "shot.json").stat().st_mtime_ns
+
+    assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}  # nothing changed: the same bundle
+    settle(addon, [shot])
+    assert Path(shot.bundle_path, "shot.json").stat().st_mtime_ns == rendered
+
+    shot.seed, shot.prompt = 99, "the hero leaves"
+    shot.camera.location.x += 0.5
+    assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
+    settle(addon, [shot])
+    again = read_bundle(shot.bundle_path)
+    assert (again.seed, again.prompt) == (99, "the hero leaves") != (first.seed, first.prompt)
+    moved = again.cameras[0].world_to_camera[:3, 3] - first.cameras[0].world_to_camera[:3, 3]
+    assert abs(moved).max() > 0.1  # the new camera, not the old one
+
+
+def test_shot_names_stay_unique(addon, board):
+    scene = board
+    from cinepregen_addon import shots
+
+    names = [s.name for s in scene.cinepregen.shots]
+    a = shots.add_shot(scene)
+    b = shots.add_shot(scene)
+    shots.remove_shot(scene, len(scene.cinepregen.shots) - 2)  # remove the first of the two, then add again
+    c = shots.add_shot(scene)
+    all_names = [s.name for s in scene.cinepregen.shots]
+    assert len(set(all_names)) == len(all_names), all_names
+    del a, b, c
+    scene.cinepregen.shots[-1].name = names[0]  # renamed onto another shot's name
+    assert scene.cinepregen.shots[-1].name == f"{names[0]}.001"
+    assert shots.add_shot(scene, names[1]).name == f"{names[1]}.001"
+
+
+def test_a_dead_backend_leaves_a_finished_shot_finished(addon, prefs, backend, board):
+    server, _ = backend
+    prefs.backend_url = server.url
+    shot = board.cinepregen.shots[0]
+    assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
+    settle(addon, [shot])
+    assert shot.status == "DONE"
+    clip = shot.result_path
+    prefs.backend_url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(RuntimeError, match="no backend running"):
+        bpy.ops.cinepregen.generate_shot(shot_index=0)
+    assert shot.status == "DONE" and shot.result_path == clip and "kept" in shot.status_message
+    assert shot_strips(board, shot.name)
+    with pytest.raises(RuntimeError, match="no backend running"):
+        bpy.ops.cinepregen.generate_all()
+    assert shot.status == "DONE"

@@ -1,0 +1,21 @@
+"""Unique names for things the artist names (shots): two shots never share a name, so they never share a folder
+on disk or a strip in the sequencer."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Collection
+
+
+def unique_name(wanted: str, taken: Collection[str]) -> str:
+    """``wanted``, or, when it is taken, ``wanted`` with the first free ``.NNN`` suffix (Blender's own scheme)."""
+    if wanted not in taken:
+        return wanted
+    base = re.sub(r"\.\d{3}$", "", wanted)
+    return next(f"{base}.{n:03d}" for n in itertools.count(1) if f"{base}.{n:03d}" not in taken)
+
+
+def next_shot_name(taken: Collection[str], start: int) -> str:
+    """The first free ``Shot NNN`` from ``start`` on."""
+    return next(f"Shot {n:03d}" for n in itertools.count(max(start, 1)) if f"Shot {n:03d}" not in taken)
