@@ -89,17 +89,33 @@ ProgressFn = Callable[[float, str], None]
 
 
 def _renderable_objects(objects, seen: set) -> list:
-    """Geometry objects, including those a collection instance brings in (they render with their own index)."""
+    """Geometry objects that render, including those a collection instance brings in (they render with their own
+    index). Objects hidden from the render and bone display shapes (the helper meshes armatures, and the glTF
+    importer's rigs, draw bones with) are not part of the shot."""
     found = []
+    shapes = None
     for obj in objects:
         if obj.name in seen:
             continue
         seen.add(obj.name)
-        if obj.type in GEOMETRY_TYPES:
-            found.append(obj)
+        if obj.type in GEOMETRY_TYPES and not obj.hide_render:
+            shapes = bone_shapes() if shapes is None else shapes
+            if obj.name not in shapes:
+                found.append(obj)
         if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
             found += _renderable_objects(obj.instance_collection.all_objects, seen)
     return found
+
+
+def bone_shapes() -> set[str]:
+    """Names of the objects pose bones use as custom display shapes."""
+    return {bone.custom_shape.name for obj in bpy.data.objects if obj.type == "ARMATURE" and obj.pose
+            for bone in obj.pose.bones if bone.custom_shape is not None}
+
+
+def objects_without_ids(scene) -> list[str]:
+    """Renderable objects that have no stable ID yet (the next render gives them one)."""
+    return [o.name for o in _renderable_objects(scene.objects, set()) if not isinstance(o.get(ID_PROPERTY), int)]
 
 
 def ensure_object_ids(scene) -> dict[str, int]:
@@ -177,6 +193,8 @@ def _set_common(o: _Overrides, scene, spec: ShotRenderSpec, camera, filepath: st
     o.set(render, "use_file_extension", True)
     o.set(render, "use_overwrite", True)
     o.set(render, "filepath", filepath)
+    for name in bone_shapes():  # display helpers, not part of the shot
+        o.set(bpy.data.objects[name], "hide_render", True)
 
 
 def _override_material(name: str, shader: str, output: str):

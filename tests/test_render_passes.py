@@ -374,3 +374,61 @@ def test_bench_passes_prints_a_row_per_resolution(capsys):
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip().startswith(("32x", "48x"))]
     assert [row[:2] for row in rows] == [["32x18", "2"], ["48x27", "2"]]
     assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)
+
+
+def test_render_passes_cli_keeps_object_ids_across_runs_and_skips_helpers(tmp_path):
+    """IDs the CLI gives are saved in the .blend: after an object is added (named to sort first), re-rendering keeps
+    every earlier object's ID. A bone display shape (as the glTF importer makes) and an object hidden from the
+    render get no ID. Blender's per-frame lines stay out of the command's output."""
+    from backend.cli import main
+
+    info = build_test_scene(n_objects=3, frame_end=2)
+    scene = info["scene"]
+    shape = bpy.data.objects.new("Icosphere", bpy.data.meshes.new("Icosphere"))
+    scene.collection.objects.link(shape)
+    armature = bpy.data.objects.new("Rig", bpy.data.armatures.new("Rig"))
+    scene.collection.objects.link(armature)
+    bpy.context.view_layer.objects.active = armature
+    bpy.ops.object.mode_set(mode="EDIT")
+    bone = armature.data.edit_bones.new("root")
+    bone.tail = (0, 0, 1)
+    bpy.ops.object.mode_set(mode="OBJECT")
+    armature.pose.bones["root"].custom_shape = shape
+    hidden = bpy.data.objects.new("HiddenProp", bpy.data.meshes.new("HiddenProp"))
+    hidden.hide_render = True
+    scene.collection.objects.link(hidden)
+    blend = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend))
+    argv = ["render-passes", str(blend), "--camera", info["camera"], "--resolution", "32x18", "--overwrite"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    first = {o.name: o.id for o in shot_bundle.read_bundle(tmp_path / "a" / info["camera"]).objects}
+
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    saved = {o.name: o.get("cinepregen_id") for o in bpy.data.objects}
+    assert saved["Icosphere"] is None and saved["HiddenProp"] is None  # helpers and hidden objects: no ID
+    assert all(saved[name] == value for name, value in first.items())
+    newcomer = bpy.data.objects.new("AAA_newcomer", bpy.data.meshes.new("AAA"))
+    bpy.context.scene.collection.objects.link(newcomer)
+    bpy.ops.wm.save_mainfile()
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    bpy.ops.wm.open_mainfile(filepath=str(blend))
+    again = {o.name: o.get("cinepregen_id") for o in bpy.data.objects}
+    assert all(again[name] == value for name, value in first.items())  # nobody's ID moved
+    assert isinstance(again["AAA_newcomer"], int) and again["AAA_newcomer"] not in first.values()
+
+
+def test_cli_mistakes_are_one_line_without_traceback(tmp_path):
+    not_blend = tmp_path / "scene.blend"
+    not_blend.write_text("hello")
+    cases = [
+        (["render-passes", str(not_blend), "--all", "--out", str(tmp_path / "o")], "is not a .blend file"),
+        (["render", str(not_blend), "--out", str(tmp_path / "o")], "is not a .blend file"),
+        (["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")], "no train shots"),
+        (["render-passes", str(tmp_path / "nothing.blend"), "--all", "--out", str(tmp_path / "o")],
+         "does not exist"),
+    ]
+    for argv, words in cases:
+        result = subprocess.run([sys.executable, "-m", "backend.cli", *argv], capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode != 0, argv
+        assert "Traceback" not in result.stderr and words in result.stderr, (argv, result.stderr[-2000:])

@@ -16,11 +16,13 @@ from pathlib import Path
 
 
 def _run(args) -> int:
+    from backend.commands.render_passes import addon_registered
     from cinepregen_addon.core.backend_client import BackendError
 
     try:
-        return render_storyboard(args)
-    except (ValueError, BackendError) as error:
+        with addon_registered():
+            return render_storyboard(args)
+    except (ValueError, BackendError, OSError) as error:
         print(f"cinepregen render: {error}", file=sys.stderr)
         return 1
 
@@ -29,14 +31,14 @@ def _open_storyboard(blend: Path, names: list[str] | None, resolution: tuple[int
     """The scene of the .blend and the render specs of the chosen shots (all of them by default)."""
     import bpy
 
-    import cinepregen_addon
+    from backend.commands.render_passes import is_blend_file
     from cinepregen_addon import render_passes
 
     if not blend.is_file():
         raise ValueError(f"{blend} does not exist")
+    if not is_blend_file(blend):
+        raise ValueError(f"{blend} is not a .blend file (open it in Blender and save it as .blend)")
     bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
-    if not hasattr(bpy.types.Scene, "cinepregen"):
-        cinepregen_addon.register()
     scene = bpy.context.scene
     specs = render_passes.storyboard_shot_specs(scene, resolution=resolution)
     if names:

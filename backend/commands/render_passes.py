@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
 from pathlib import Path
@@ -22,28 +24,73 @@ def _resolution(text: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+BLEND_MAGICS = (b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")  # plain, gzip- and zstd-compressed .blend files
+
+
+def is_blend_file(path: Path) -> bool:
+    with Path(path).open("rb") as f:
+        head = f.read(7)
+    return any(head.startswith(magic) for magic in BLEND_MAGICS)
+
+
 def _safe_folder_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "shot"
 
 
 def _run(args) -> int:
     try:
-        return _render(args)
-    except (ValueError, FileExistsError) as e:
+        with addon_registered():
+            return _render(args)
+    except (ValueError, FileExistsError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def addon_registered():
+    """The add-on registered for the command, and unregistered after it if it was registered here: Blender 4.5
+    does not exit while an add-on registered by a script still is (its timers and handlers stay)."""
+    import bpy
+
+    import cinepregen_addon
+
+    registered_here = not hasattr(bpy.types.Scene, "cinepregen")
+    if registered_here:
+        cinepregen_addon.register()
+    try:
+        yield
+    finally:
+        if registered_here and hasattr(bpy.types.Scene, "cinepregen"):
+            cinepregen_addon.unregister()
+
+
+@contextlib.contextmanager
+def blender_output_to(log: Path):
+    """Blender's renderer prints a line per frame ("Fra:", "Saved:") on the process's stdout, from C: send file
+    descriptor 1 to ``log`` meanwhile, so the progress bar (on stderr) stays readable."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(log, "ab") as target:
+        os.dup2(target.fileno(), 1)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _render(args) -> int:
     import bpy
     from tqdm import tqdm
 
-    import cinepregen_addon
     from cinepregen_addon import render_passes
 
     blend = Path(args.blend)
     if not blend.is_file():
         raise ValueError(f"{blend} does not exist")
+    if not is_blend_file(blend):
+        raise ValueError(f"{blend} is not a .blend file (open it in Blender and save it as .blend)")
     if args.frames and not args.camera:
         raise ValueError("--frames goes with --camera; storyboard shots carry their own frame range")
     bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
@@ -56,8 +103,6 @@ def _render(args) -> int:
             fps=scene.render.fps / scene.render.fps_base,
         )]
     else:
-        if not hasattr(bpy.types.Scene, "cinepregen"):
-            cinepregen_addon.register()
         specs = render_passes.storyboard_shot_specs(scene, resolution=args.resolution, include_clay=args.clay)
         if args.shot:
             known = {s.name for s in specs}
@@ -69,8 +114,10 @@ def _render(args) -> int:
             raise ValueError("the storyboard has no shots")
 
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    new_ids = render_passes.objects_without_ids(scene)
     total = sum(s.frame_end - s.frame_start + 1 for s in specs)
-    with tqdm(total=total, unit="frame", desc="render-passes") as bar:
+    with tqdm(total=total, unit="frame", desc="render-passes") as bar, blender_output_to(out / "blender.log"):
         for spec in specs:
             frames = spec.frame_end - spec.frame_start + 1
             start = bar.n
@@ -82,6 +129,10 @@ def _render(args) -> int:
             path = render_passes.render_shot_bundle(scene, spec, out / _safe_folder_name(spec.name), progress,
                                                      overwrite=args.overwrite)
             bar.write(f"{spec.name}: {path}")
+    if new_ids:  # IDs must stay the same from render to render: they are kept in the .blend
+        bpy.ops.wm.save_mainfile()
+        print(f"gave {len(new_ids)} object(s) stable IDs and saved them in {blend}: {', '.join(new_ids[:8])}"
+              f"{' ...' if len(new_ids) > 8 else ''}")
     return 0
 
 

@@ -24,3 +24,30 @@ from test_addon import (  # noqa: F401  (pytest collects the imported tests and 
 
 def test_running_on_blender_45():
     assert bpy.app.version[:2] == (4, 5)
+
+
+def test_the_render_passes_command_exits_on_blender_45(tmp_path):
+    """The CLI registers the add-on for a storyboard and unregisters it before it returns: bpy 4.5 hangs at exit
+    while a script-registered add-on is still registered."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import bpy
+        import cinepregen_addon
+        from backend.blender.scenes import build_test_scene
+        info = build_test_scene(frame_end=2)
+        cinepregen_addon.register()
+        shot = bpy.context.scene.cinepregen.shots.add()
+        shot.name, shot.frame_start, shot.frame_end = "Opening", 1, 2
+        shot.camera = bpy.data.objects[info["camera"]]
+        bpy.ops.wm.save_as_mainfile(filepath=r"{tmp_path / 'board.blend'}")
+        cinepregen_addon.unregister()
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
+    command = [sys.executable, "-m", "backend.cli", "render-passes", str(tmp_path / "board.blend"), "--all",
+               "--resolution", "32x18", "--out", str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)  # a hang fails here
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "Opening" / "shot.json").is_file()
