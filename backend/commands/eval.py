@@ -65,7 +65,11 @@ def _run(args) -> int:
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
-        "eval", help="score generated clips: temporal consistency, fidelity, reference binding, structure"
+        "eval", help="score generated clips: temporal consistency, fidelity, reference binding, structure",
+        description="Generate every given bundle with a model and score the clips: warping error against "
+                    "independent frames, PSNR/SSIM against a target render when the bundle has one, leakage of a "
+                    "reference edit against unmasked attention, binding before and after a swap, edge agreement. "
+                    "Writes eval.json and eval.md (and a contact sheet) to --out.",
     )
     parser.add_argument(
         "--bundles", nargs="+", required=True, help="bundle folders or zips, comma lists, or folders of bundles"

@@ -162,7 +162,11 @@ def _figure(value: float | None) -> str:
 
 
 def add_parser(subparsers):
-    parser = subparsers.add_parser("quantize", help="quantize a model folder with VQ4DiT or a baseline")
+    parser = subparsers.add_parser(
+        "quantize", help="quantize a model folder with VQ4DiT or a baseline",
+        description="Quantize a model's transformer (VQ4DiT: k-means codebooks, candidate assignments with soft "
+                    "ratios, zero-data block-wise calibration; or RTN / k-means / codebook-only baselines) and save "
+                    "it as a folder that loads like the original.")
     parser.add_argument("--weights", required=True,
                         help="model folder (config.json + safetensors) or pipeline folder with transformer/")
     parser.add_argument("--out", required=True, help="output folder for the quantized model (or pipeline)")

@@ -67,7 +67,7 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
         raise GenerationCancelled(f"generation of shot {bundle.name!r} cancelled before it started")
     mark = time.perf_counter()
     seed = bundle.seed if seed is None else seed
-    steps = steps or pipeline.sampling["num_inference_steps"]
+    steps = pipeline.sampling["num_inference_steps"] if steps is None else steps
     clip = pipeline(bundle, num_inference_steps=steps, seed=seed, callback=on_step)
     timings["denoise_s"] = time.perf_counter() - mark
 

@@ -68,6 +68,23 @@ def clip_windows(frames: int, window: int, context: int) -> list[tuple[int, int,
     return windows
 
 
+def check_weights_folder(folder: Path) -> None:
+    """Raise (FileNotFoundError, ValueError) with what is wrong unless ``folder`` is a PrevisPipeline folder;
+    nothing is loaded, so a command can say so at once."""
+    config = Path(folder) / "transformer" / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(
+            f"no previs model weights in {folder} (expected {config}); "
+            f"train them with `cinepregen train` or pass --weights DIR pointing at a saved model folder")
+    try:
+        model_class = json.loads(config.read_text()).get("_class_name")
+    except (ValueError, AttributeError):
+        raise ValueError(f"{config} is not a model config (JSON object)") from None
+    if model_class != PrevisDiT.__name__:
+        raise ValueError(f"{folder} holds a {model_class} model; this pipeline runs PrevisDiT folders "
+                         "(saved by `cinepregen train` or PrevisPipeline.save_pretrained)")
+
+
 class PrevisPipeline:
     def __init__(self, transformer: PrevisDiT, reference_encoder: ReferenceEncoder,
                  scheduler: FlowMatchEulerDiscreteScheduler | None = None, sampling: dict | None = None,
@@ -101,20 +118,18 @@ class PrevisPipeline:
     @classmethod
     def from_pretrained(cls, folder: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> PrevisPipeline:
         folder = Path(folder)
-        if not (folder / "transformer" / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no previs model weights in {folder} (expected {folder / 'transformer'}/config.json); "
-                f"train them with `cinepregen train` or pass --weights DIR pointing at a saved model folder")
+        check_weights_folder(folder)
         sampling = json.loads((folder / "pipeline.json").read_text()) if (folder / "pipeline.json").is_file() else {}
+        local = dict(low_cpu_mem_usage=False, local_files_only=True)  # a folder on disk, never the Hub
         if is_quantized_folder(folder / "transformer"):
             transformer = load_quantized(PrevisDiT, folder / "transformer")
         else:
-            transformer = PrevisDiT.from_pretrained(folder / "transformer", low_cpu_mem_usage=False)
-        refiner = (FrameRefiner.from_pretrained(folder / "refiner", low_cpu_mem_usage=False)
+            transformer = PrevisDiT.from_pretrained(folder / "transformer", **local)
+        refiner = (FrameRefiner.from_pretrained(folder / "refiner", **local)
                    if (folder / "refiner" / "config.json").is_file() else None)
-        return cls(transformer,
-                   ReferenceEncoder.from_pretrained(folder / "reference_encoder", low_cpu_mem_usage=False),
-                   FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"), sampling, refiner).to(device)
+        return cls(transformer, ReferenceEncoder.from_pretrained(folder / "reference_encoder", **local),
+                   FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
+                   sampling, refiner).to(device)
 
     @torch.no_grad()
     def __call__(self, bundle, *, num_inference_steps: int | None = None, seed: int | None = None,
