@@ -18,6 +18,7 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty
 from mathutils import Vector
 
+from . import render_passes
 from .core import camera_moves, framing
 from .core.camera_moves import CameraPose, EditedKeyframe, LocalAdjustments, MoveSpec, Offset
 from .keyframes import write_camera_samples
@@ -33,13 +34,49 @@ def shot_adjustments(shot) -> LocalAdjustments:
         else LocalAdjustments()
 
 
+def subject_parts(subject) -> list:
+    """What the camera frames of a subject: the object and, for a rig or an empty, the meshes it carries or
+    deforms (an imported character is an armature with its meshes parented or skinned to it)."""
+    parts = [subject] if subject.type in render_passes.GEOMETRY_TYPES else []
+    for obj in bpy.data.objects:
+        if obj is subject or obj.type not in render_passes.GEOMETRY_TYPES:
+            continue
+        deformed = any(m.type == "ARMATURE" and m.object is subject for m in getattr(obj, "modifiers", ()))
+        parent = obj.parent
+        while parent is not None and parent is not subject:
+            parent = parent.parent
+        if deformed or parent is subject:
+            parts.append(obj)
+    return parts or [subject]
+
+
+def subject_box(subject) -> np.ndarray:
+    """(8 * parts, 3) world-space corners of the subject's evaluated bounding boxes at the current frame: a walking
+    character's box follows its pose, not its rest shape or its origin at the feet."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    corners = []
+    for part in subject_parts(subject):
+        evaluated = part.evaluated_get(depsgraph)
+        if part.type in render_passes.GEOMETRY_TYPES:
+            corners += [tuple(evaluated.matrix_world @ Vector(c)) for c in evaluated.bound_box]
+        else:
+            corners.append(tuple(evaluated.matrix_world.translation))
+    return np.array(corners, dtype=np.float64)
+
+
+def subject_centre(subject) -> np.ndarray:
+    corners = subject_box(subject)
+    return (corners.min(0) + corners.max(0)) / 2.0
+
+
 def _subject_path(scene, subject, frames: range) -> list[list[float]]:
+    """The centre of the subject's evaluated bounds at every frame."""
     current = scene.frame_current
     try:
         path = []
         for frame in frames:
             scene.frame_set(frame)
-            path.append(list(subject.matrix_world.translation))
+            path.append(list(subject_centre(subject)))
         return path
     finally:
         scene.frame_set(current)
@@ -62,11 +99,12 @@ def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[camera_m
     params = spec.resolved_params()
     target_path = None
     if shot.subject is not None:
-        if "target" in params and params["target"] is None:  # moves around a subject aim at the shot's subject
-            spec = MoveSpec(spec.kind, {**spec.params, "target": list(shot.subject.matrix_world.translation)},
-                            spec.easing, spec.shake)
-        if spec.kind == "follow" and params["target_path"] is None:
-            target_path = _subject_path(scene, shot.subject, range(shot.frame_start, shot.frame_end + 1))
+        frames = range(shot.frame_start, shot.frame_end + 1)
+        tracked = spec.kind in camera_moves.TRACKING_MOVES and params.get("target") is None
+        if tracked or (spec.kind == "follow" and params["target_path"] is None):
+            target_path = _subject_path(scene, shot.subject, frames)  # where the subject is at every frame
+        if tracked:  # moves around a subject aim at the shot's subject, where it is at the first frame
+            spec = MoveSpec(spec.kind, {**spec.params, "target": target_path[0]}, spec.easing, spec.shake)
     start = CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
     fps = scene.render.fps / scene.render.fps_base
     samples = camera_moves.sample_move(spec, start, shot.frame_start, shot.frame_end, fps=fps,
@@ -115,12 +153,35 @@ def add_local_offset(scene, shot, frame: int, pin: bool = False) -> Offset | Edi
     return item
 
 
-def subject_extent(subject) -> tuple[np.ndarray, float]:
-    """World-space centre and height (Z extent) of an object's bounding box."""
-    corners = np.array([subject.matrix_world @ Vector(c) for c in subject.bound_box])
-    if np.ptp(corners[:, 2]) <= 0:
+def subject_extent(subject, heading: float, aspect: float) -> tuple[np.ndarray, float]:
+    """World-space centre of the subject's evaluated bounds, and the height to frame it by: its height, or its
+    width across the picture (seen from ``heading``) over the picture's aspect when that is larger, so a long
+    quadruped fits sideways as a standing figure fits upright."""
+    corners = subject_box(subject)
+    height = float(np.ptp(corners[:, 2]))
+    across = np.array([math.cos(heading), math.sin(heading), 0.0])  # the camera's right vector at this heading
+    width = float(np.ptp(corners @ across))
+    if max(height, width) <= 0:
         return np.asarray(subject.matrix_world.translation), 1.0
-    return (corners.min(0) + corners.max(0)) / 2.0, float(np.ptp(corners[:, 2]))
+    return (corners.min(0) + corners.max(0)) / 2.0, max(height, width / aspect)
+
+
+MIN_CAMERA_CLEARANCE_M = 0.15  # how close to the ground below it a framed camera may go
+
+
+def ground_below(scene, location, ignore: set) -> float | None:
+    """Height of the first surface straight below ``location`` (seen from above the camera, so a camera under the
+    floor still finds it), skipping the subject's own parts; None over empty ground."""
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    origin = Vector((location[0], location[1], location[2] + 1000.0))
+    for _ in range(64):
+        hit, point, _normal, _index, obj, _matrix = scene.ray_cast(depsgraph, origin, Vector((0.0, 0.0, -1.0)))
+        if not hit:
+            return None
+        if obj is not None and obj.original.name not in ignore and point.z <= location[2] + 2.0:
+            return float(point.z)
+        origin = point + Vector((0.0, 0.0, -1e-3))
+    return None
 
 
 def frame_shot_subject(scene, shot) -> CameraPose:
@@ -133,18 +194,34 @@ def frame_shot_subject(scene, shot) -> CameraPose:
     if shot.camera is None:
         raise ValueError(f"shot {shot.name!r} has no camera")
     scene.view_layers[0].update()  # a subject placed by a script has no current matrix_world until evaluated
-    center, height = subject_extent(shot.subject)
+    render = scene.render
+    aspect = (render.resolution_x * render.pixel_aspect_x) / (render.resolution_y * render.pixel_aspect_y)
+    heading = shot.start_rotation[2] if shot.has_start_pose else 0.0
+    current = scene.frame_current
+    scene.frame_set(shot.frame_start)
+    try:
+        center, height = subject_extent(shot.subject, heading, aspect)
+    finally:
+        scene.frame_set(current)
     fraction = framing.SHOT_SIZES[shot.shot_size]
     if fraction > 1.0 and shot.camera_angle != "OVERHEAD":
         center[2] = center[2] + height / 2.0 - height / (2.0 * fraction)
     data = shot.camera.data
-    render = scene.render
-    aspect = (render.resolution_x * render.pixel_aspect_x) / (render.resolution_y * render.pixel_aspect_y)
     pose = framing.frame_subject(
         center, height, shot.shot_size, shot.camera_angle, shot.lens_mm,
         sensor_width_mm=shot.sensor_mm, sensor_height_mm=data.sensor_height, sensor_fit=data.sensor_fit,
-        aspect=aspect, heading_deg=math.degrees(shot.start_rotation[2]) if shot.has_start_pose else 0.0,
+        aspect=aspect, heading_deg=math.degrees(heading),
     )
+    ground = ground_below(scene, pose.location, {p.name for p in subject_parts(shot.subject)} | {shot.camera.name})
+    shot.framing_note = ""
+    if ground is not None and pose.location[2] < ground + MIN_CAMERA_CLEARANCE_M:
+        raised = (pose.location[0], pose.location[1], ground + MIN_CAMERA_CLEARANCE_M)
+        shot.framing_note = (f"the {shot.camera_angle.lower().replace('_', ' ')} camera would be "
+                             f"{ground - pose.location[2]:.2f} m under the ground: raised to "
+                             f"{MIN_CAMERA_CLEARANCE_M:.2f} m above it, still aimed at the subject")
+        pose = CameraPose(raised, camera_moves.look_at_rotation(raised, center,
+                                                                math.radians(framing.CAMERA_ANGLES[
+                                                                    shot.camera_angle].roll_deg)), pose.lens_mm)
     shot.start_location, shot.start_rotation, shot.lens_mm = pose.location, pose.rotation_euler, pose.lens_mm
     shot.has_start_pose = True
     shot.camera.location, shot.camera.rotation_euler, data.lens = pose.location, pose.rotation_euler, pose.lens_mm
@@ -196,7 +273,10 @@ class CINEPREGEN_OT_frame_subject(ShotOperator, bpy.types.Operator):
     bl_label = "Frame Subject"
 
     def run(self, context):
-        frame_shot_subject(context.scene, shot_at(context.scene))
+        shot = shot_at(context.scene)
+        frame_shot_subject(context.scene, shot)
+        if shot.framing_note:
+            self.report({"WARNING"}, f"{shot.name}: {shot.framing_note}")
         return {"FINISHED"}
 
 

@@ -111,6 +111,8 @@ class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
     lens_mm: FloatProperty(name="Lens", default=50.0, min=1.0, soft_max=300.0, unit="CAMERA")
     sensor_mm: FloatProperty(name="Sensor", default=36.0, min=1.0, soft_max=100.0, unit="CAMERA")
     subject: PointerProperty(name="Subject", type=bpy.types.Object, description="What the shot frames and follows")
+    framing_note: StringProperty(name="Framing Note", options={"HIDDEN"},
+                                 description="What Frame Subject had to change (for example a camera under the floor)")
     prompt: StringProperty(name="Prompt", description="What the generated clip shows")
     seed: IntProperty(name="Seed", default=0, min=0)
     status: EnumProperty(name="Status", items=STATUS_ITEMS, default="DRAFT")

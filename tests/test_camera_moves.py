@@ -491,3 +491,35 @@ def test_conventions_match_blender():
         up = euler_to_matrix(pose.rotation_euler)[:, 1]
         top, bottom = view(np.add((0.5, 2.0, 0.9), up * 0.9)), view(np.subtract((0.5, 2.0, 0.9), up * 0.9))
         assert top[1] - bottom[1] == pytest.approx(SHOT_SIZES["MS"], rel=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["orbit", "dolly_zoom", "crane"])
+def test_moves_around_a_walking_subject_keep_it_centred(kind):
+    """With the subject's path, an orbit, crane or dolly zoom is made around where the subject is at each frame: a
+    subject walking 3 m sideways stays at the picture's centre (and, in a dolly zoom, at its size)."""
+    from cinepregen_addon.core.camera_geometry import (
+        intrinsics_from_blender,
+        project_points,
+        world_to_camera_from_matrix_world,
+    )
+    from cinepregen_addon.core.camera_moves import sample_to_matrix_world
+
+    subject = np.array([0.0, 0.0, 1.0])
+    pose = frame_subject(subject, 1.8, "MS", "EYE_LEVEL", 35.0, heading_deg=10.0)
+    path = [subject + [3.0 * i / 48, 0.0, 0.0] for i in range(49)]
+    params = {"angle_deg": 60.0} if kind == "orbit" else {"distance": 1.0} if kind == "dolly_zoom" else {"rise": 1.0}
+    spec = MoveSpec(kind, {**params, "target": list(subject)})
+    K = intrinsics_from_blender(35.0, 36.0, 24.0, "AUTO", 256, 144)
+    for samples, walking in ((sample_move(spec, pose, *FRAMES, target_path=path), True),
+                             (sample_move(spec, pose, *FRAMES), False)):
+        centre = []
+        for sample, point in zip(samples, path, strict=True):
+            lens_K = intrinsics_from_blender(sample.lens_mm, 36.0, 24.0, "AUTO", 256, 144)
+            w2c = world_to_camera_from_matrix_world(sample_to_matrix_world(sample))
+            uv, _ = project_points(lens_K, w2c, np.array([point]))
+            centre.append(uv[0])
+        drift = np.abs(np.array(centre) - K[:2, 2]).max()
+        if walking:
+            assert drift < 1.0, (kind, drift)  # within a pixel of the centre at every frame
+        else:
+            assert drift > 20.0  # without the path the subject walks out of the centre

@@ -227,6 +227,7 @@ MOVE_PARAMS: dict[str, dict[str, object]] = {
     "handheld": {},
 }
 _VECTOR_PARAMS = {"target", "offset"}
+TRACKING_MOVES = ("orbit", "crane", "dolly_zoom")  # moves around a subject, made around a moving one too
 _POSITIVE_PARAMS = {"target_distance", "lens_end_mm"}
 
 
@@ -354,8 +355,11 @@ def _target_path_fn(path: TargetPath | None, frame_start: int, frame_end: int) -
     return lambda f: points[f - frame_start]
 
 
-def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | None) -> _Pose:
-    """The camera at eased progress ``s`` of a move (``target``: the followed subject at this frame)."""
+def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | None,
+               moved: np.ndarray | None = None) -> _Pose:
+    """The camera at eased progress ``s`` of a move (``target``: the followed subject at this frame; ``moved``: how
+    far the subject of an orbit, crane or dolly zoom has moved since the first frame)."""
+    moved = np.zeros(3) if moved is None else moved
     loc, rot, lens = start.location, start.rotation, start.lens_mm
     right, up, view = rot[:, 0], rot[:, 1], -rot[:, 2]
     if kind in ("static", "handheld"):
@@ -377,9 +381,10 @@ def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | 
     if kind == "orbit":
         center = _target_point(start, p)
         turn = _rot_z(math.radians(p["angle_deg"]) * s)
-        return _Pose(center + turn @ (loc - center), turn @ _look_matrix(loc, center, _roll_of(rot)), lens)
+        return _Pose(center + moved + turn @ (loc - center), turn @ _look_matrix(loc, center, _roll_of(rot)), lens)
     if kind == "crane":
-        center = _target_point(start, p)
+        center = _target_point(start, p) + moved
+        loc = loc + moved * np.array([1.0, 1.0, 0.0])  # the crane's base travels with the subject over the ground
         toward = (center - loc) * np.array([1.0, 1.0, 0.0])  # the arm reaches horizontally toward the subject
         if np.linalg.norm(toward) < 1e-9:
             toward = view * np.array([1.0, 1.0, 0.0])
@@ -388,13 +393,18 @@ def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | 
         new_loc = loc + (_WORLD_UP * p["rise"] + reach) * s
         return _Pose(new_loc, _look_matrix(new_loc, center, _roll_of(rot)), lens)
     if kind == "dolly_zoom":
-        depth = float(np.dot(_target_point(start, p) - loc, view))
+        center = _target_point(start, p)
+        depth = float(np.dot(center - loc, view))
         if depth <= 0:
             raise ValueError("params.target: a dolly zoom's subject must be in front of the camera")
         if p["distance"] >= depth:
             raise ValueError(f"params.distance: {p['distance']} m would reach the subject {depth:.3f} m away")
-        new_depth = depth - p["distance"] * s
-        return _Pose(loc + view * p["distance"] * s, rot, lens * new_depth / depth)
+        across = moved - view * float(np.dot(moved, view))  # a moving subject stays centred ...
+        new_loc = loc + across + view * p["distance"] * s
+        new_depth = float(np.dot(center + moved - new_loc, view))  # ... and at its size
+        if new_depth <= 0:
+            raise ValueError("params.target: the subject walks behind the dolly-zoom camera")
+        return _Pose(new_loc, rot, lens * new_depth / depth)
     if kind == "follow":
         new_loc = target + p["offset"] if p["translate"] else loc
         return _Pose(new_loc, _look_matrix(new_loc, target, _roll_of(rot)), lens)
@@ -413,7 +423,9 @@ def sample_move(
     """One camera sample per frame, ``frame_start`` to ``frame_end`` inclusive, for a move from ``start``.
 
     ``target_path`` is the followed subject's world position per frame for a follow move: a callable of the frame,
-    or a list indexed from ``frame_start``; without it, the spec's ``target_path`` parameter is used.
+    or a list indexed from ``frame_start``; without it, the spec's ``target_path`` parameter is used. For an orbit,
+    crane or dolly zoom it is the subject's path too: the move is made around where the subject is at each frame
+    (an orbit circles a walking character, a dolly zoom keeps it centred and at its size).
     """
     if _frame(frame_end, "frame_end") < _frame(frame_start, "frame_start"):
         raise ValueError(f"frame_end: {frame_end} is before frame_start {frame_start}")
@@ -428,13 +440,16 @@ def sample_move(
         if p["offset"] is None:
             p["offset"] = origin.location - target_at(frame_start)
         p["offset"] = np.asarray(p["offset"], float)
+    moved_at = None
+    if spec.kind in TRACKING_MOVES and target_path is not None:  # a moving subject: the move goes with it
+        subject_at = _target_path_fn(target_path, frame_start, frame_end)
+        moved_at = lambda f: subject_at(f) - subject_at(frame_start)  # noqa: E731
 
     frames = range(frame_start, frame_end + 1)
     span = max(frame_end - frame_start, 1)
     poses = [
-        _move_pose(
-            spec.kind, origin, ease(spec.easing, (f - frame_start) / span), p, target_at(f) if target_at else None
-        )
+        _move_pose(spec.kind, origin, ease(spec.easing, (f - frame_start) / span), p,
+                   target_at(f) if target_at else None, moved_at(f) if moved_at else None)
         for f in frames
     ]
     shake = spec.shake if spec.shake is not None or spec.kind != "handheld" else HandheldShake()
