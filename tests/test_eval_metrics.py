@@ -410,3 +410,26 @@ def test_dataset_shot_folders_are_bundles_with_their_target_beside(bundle_folder
     assert find_bundles([str(shot)]) == [shot / "bundle"]
     np.testing.assert_allclose(load_target_frames(shot / "bundle"), target, atol=1e-9)
     assert load_target_frames(bundle_folder.parent) is None
+
+
+def test_patch_grid_ratio_sees_an_upsampled_patch_grid_and_not_a_smooth_picture():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:144, 0:256] / 40.0
+    smooth = np.stack([np.sin(xx + t) * np.cos(yy) * 0.4 + 0.5 for t in range(4)])[..., None].repeat(3, -1)
+    assert 0.9 < metrics.patch_grid_ratio(smooth) < 1.1
+    blocks = rng.uniform(0.2, 0.8, (4, 9, 16, 3)).repeat(16, axis=1).repeat(16, axis=2)  # 16x16 patches
+    noisy = np.clip(blocks * 0.3 + smooth * 0.7 + rng.normal(0, 0.01, blocks.shape), 0, 1)
+    assert metrics.patch_grid_ratio(noisy) > 2.0
+    assert metrics.patch_grid_ratio((noisy * 255).astype(np.uint8)) > 2.0  # uint8 clips as the mp4 gives them
+
+
+def test_colour_drift_per_object():
+    ids = np.zeros((8, 10, 10), np.int32)
+    ids[:, :5] = 1
+    ids[:, 5:] = 2
+    clip = np.full((8, 10, 10, 3), 0.5)
+    clip[:, 5:] *= np.linspace(1.0, 0.2, 8)[:, None, None, None]  # object 2 darkens over the shot
+    drift = metrics.colour_drift(clip, ids)
+    assert drift[1] == pytest.approx(0.0, abs=1e-9)
+    assert drift[2] == pytest.approx(1 - np.mean(np.linspace(1.0, 0.2, 8)[-2:]) / np.mean(np.linspace(1.0, 0.2, 8)[:2]),
+                                     rel=1e-6)

@@ -69,6 +69,36 @@ def clip_metrics(clip: np.ndarray, bundle: ShotBundle) -> dict:
         "warping_error": temporal["mean"],
         "warping_valid_fraction": temporal["valid_fraction"],
         "edge_f_score": float(np.mean([s["f_score"] for s in scores])),
+        "patch_grid_ratio": metrics.patch_grid_ratio(through_mp4(clip, bundle.fps)),
+    }
+
+
+def through_mp4(clip: np.ndarray, fps: float) -> np.ndarray:
+    """The clip as the artist gets it: written to H.264 as the backend delivers it, and read back."""
+    import tempfile
+
+    import imageio.v3 as iio
+
+    from backend.pipelines.generate import write_mp4
+
+    frames = (np.clip(clip, 0, 1) * 255).round().astype(np.uint8)
+    with tempfile.TemporaryDirectory(prefix="cinepregen-eval-") as tmp:
+        path = write_mp4(frames, Path(tmp) / "clip.mp4", fps)
+        decoded = np.asarray(iio.imread(path, plugin="FFMPEG"))
+    return decoded[:, :clip.shape[1], :clip.shape[2]]
+
+
+def _drift(clip: np.ndarray, target: np.ndarray | None, object_ids: np.ndarray, names: dict[int, str]) -> dict:
+    """Colour drift per object (``metrics.colour_drift``) of the clip and of the target, and the largest over the
+    objects whose target stays within 10% (the others change colour in the render too: light, shadow)."""
+    clip_drift = metrics.colour_drift(clip, object_ids)
+    target_drift = metrics.colour_drift(target, object_ids) if target is not None else {}
+    steady = [i for i in clip_drift if target is None or target_drift.get(i, 1.0) <= 0.1]
+    return {
+        "objects": {names.get(i, str(i)): {"clip": d, "target": target_drift.get(i)} for i, d in clip_drift.items()},
+        "max": max((clip_drift[i] for i in steady), default=None),
+        "target_max": max((target_drift[i] for i in steady if i in target_drift), default=None),
+        "within_10_percent": (sum(clip_drift[i] <= 0.1 for i in steady) / len(steady)) if steady else None,
     }
 
 
@@ -119,6 +149,11 @@ def evaluate_bundle(
     result["model"] = clip_metrics(clip, bundle)
     result["independent_frames"] = clip_metrics(independent, bundle)
     result["fidelity"] = None if target_frames is None else _fidelity(clip, target_frames, bundle, object_ids)
+    if target_frames is not None:
+        target = np.asarray(target_frames, dtype=np.float64)
+        result["fidelity"]["target_patch_grid_ratio"] = metrics.patch_grid_ratio(
+            through_mp4(target / 255.0 if target.max() > 1.0 else target, bundle.fps))
+    result["drift"] = _drift(clip, None if target_frames is None else target_frames, object_ids, names)
 
     referenced = _referenced_objects_by_area(bundle, object_ids)
     references = dict(bundle.reference_images)
@@ -170,6 +205,11 @@ SUMMARY_ROWS = (
     ("leakage: outside/inside change ratio", ("leakage", "masked", "ratio"), UNMASKED, "unmasked IP attention"),
     ("binding accuracy before swap", ("binding", "before_swap"), None, ""),
     ("binding accuracy after swap (follows the swap)", ("binding", "after_swap"), None, ""),
+    ("patch-grid ratio on the delivered mp4 (aim <= 1.15)", ("model", "patch_grid_ratio"),
+     ("fidelity", "target_patch_grid_ratio"), "the Cycles target"),
+    ("colour drift, last vs first quarter (max over steady objects)", ("drift", "max"), ("drift", "target_max"),
+     "the Cycles target"),
+    ("objects with colour drift <= 10%", ("drift", "within_10_percent"), None, ""),
 )
 
 

@@ -362,3 +362,41 @@ def edge_f_score(predicted: np.ndarray, reference: np.ndarray, tolerance_px: flo
     recall = float((reference & _dilate(predicted, tolerance_px)).sum() / max(reference.sum(), 1))
     f_score = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {"precision": precision, "recall": recall, "f_score": f_score}
+
+
+def patch_grid_ratio(clip: np.ndarray, periods: Sequence[int] = (8, 16)) -> float:
+    """How visible a patch grid is: the mean absolute colour step across pixel borders at multiples of a period
+    (between columns p*k - 1 and p*k, and rows likewise) over the mean step everywhere else, the largest over
+    ``periods``. About 1.0 for a render; a clip upsampled from 8x8 patches shows its grid well above that."""
+    clip = np.asarray(clip, dtype=np.float64)
+    clip = clip / 255.0 if clip.max() > 1.0 else clip
+    dx = np.abs(np.diff(clip, axis=2)).mean(axis=-1)  # (F, H, W-1): step between columns x and x + 1
+    dy = np.abs(np.diff(clip, axis=1)).mean(axis=-1)  # (F, H-1, W)
+    ratios = []
+    for period in periods:
+        on_x = (np.arange(1, clip.shape[2]) % period) == 0
+        on_y = (np.arange(1, clip.shape[1]) % period) == 0
+        border = np.concatenate([dx[:, :, on_x].ravel(), dy[:, on_y, :].ravel()])
+        rest = np.concatenate([dx[:, :, ~on_x].ravel(), dy[:, ~on_y, :].ravel()])
+        if border.size and rest.size and rest.mean() > 0:
+            ratios.append(float(border.mean() / rest.mean()))
+    return max(ratios) if ratios else float("nan")
+
+
+def colour_drift(clip: np.ndarray, object_ids: np.ndarray, min_pixels: int = 16) -> dict[int, float]:
+    """Per object: how far the mean colour of its pixels in the last quarter of the shot has moved from the first
+    quarter's, relative to the first (|last - first| / |first|, RGB). Objects seen too little in either quarter
+    (fewer than ``min_pixels``) are left out."""
+    frames = len(clip)
+    quarter = max(frames // 4, 1)
+    first, last = slice(0, quarter), slice(frames - quarter, frames)
+    drift = {}
+    for obj in np.unique(object_ids):
+        if obj == 0:
+            continue
+        a, b = object_ids[first] == obj, object_ids[last] == obj
+        if a.sum() < min_pixels or b.sum() < min_pixels:
+            continue
+        start, end = mean_colour(clip[first], a), mean_colour(clip[last], b)
+        drift[int(obj)] = float(np.linalg.norm(end - start) / max(np.linalg.norm(start), 1e-6))
+    return drift
