@@ -25,6 +25,7 @@ import numpy as np
 
 REFERENCES = Path(__file__).resolve().parent / "assets" / "references"
 DEMO_FPS = 12
+DEMO_RESOLUTION = (128, 72)
 
 
 @dataclass(frozen=True)
@@ -67,13 +68,13 @@ def build_board(frames_per_shot: int):
     """The set and its storyboard, through the add-on's own functions; returns the scene."""
     from backend.blender.addon import enable_addon_in_process
     from backend.training.scenes import build_scene
-    from cinepregen_addon.render_passes import DEFAULT_RESOLUTION
-
     scene = build_scene(plan_demo_set(len(DEMO_SHOTS) * frames_per_shot))
     enable_addon_in_process()
     from cinepregen_addon import moves, shots
 
-    scene.render.resolution_x, scene.render.resolution_y = DEFAULT_RESOLUTION  # framing uses the clip's aspect
+    # the shipped model's size, without the clay pass it does not read (framing uses the clip's aspect)
+    scene.cinepregen.pass_resolution, scene.cinepregen.render_clay = DEMO_RESOLUTION, False
+    scene.render.resolution_x, scene.render.resolution_y = DEMO_RESOLUTION
     scene.render.resolution_percentage = 100
     scene.render.fps, scene.render.fps_base = DEMO_FPS, 1.0
     for index, planned in enumerate(DEMO_SHOTS):

@@ -21,6 +21,7 @@ from bpy.props import (
     FloatProperty,
     FloatVectorProperty,
     IntProperty,
+    IntVectorProperty,
     PointerProperty,
     StringProperty,
 )
@@ -139,6 +140,16 @@ class CINEPREGEN_PG_storyboard(bpy.types.PropertyGroup):
         description="Draw the active shot's camera path and frustum in the 3D View",
         default=False,
         update=_toggle_overlay,
+    )
+    pass_resolution: IntVectorProperty(
+        name="Pass Resolution", size=2, default=(256, 144), min=16, max=2048,
+        description="Width and height of every shot's guidance passes, and so of its generated clip "
+                    "(multiples of 16 in 16:9 suit the default model)",
+    )
+    render_clay: BoolProperty(
+        name="Clay Pass", default=True,
+        description="Also render each shot under its own lights with grey surfaces, which models with shading "
+                    "inputs (the default model) use to match the set's light and shadow; costs a Cycles render",
     )
 
 

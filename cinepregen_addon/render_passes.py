@@ -564,12 +564,15 @@ def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progres
     return shot_bundle.write_bundle(bundle, out_dir, overwrite=overwrite)
 
 
-def storyboard_shot_specs(scene, resolution: tuple[int, int] = DEFAULT_RESOLUTION,
-                          include_clay: bool = False) -> list[ShotRenderSpec]:
-    """The render specs of every shot of the scene's storyboard (``scene.cinepregen.shots``)."""
+def storyboard_shot_specs(scene, resolution: tuple[int, int] | None = None,
+                          include_clay: bool | None = None) -> list[ShotRenderSpec]:
+    """The render specs of every shot of the scene's storyboard (``scene.cinepregen.shots``), at the board's pass
+    resolution and with its clay setting unless given."""
     board = getattr(scene, "cinepregen", None)
     if board is None:
         raise ValueError("the scene has no CinePreGen storyboard (is the add-on registered?)")
+    resolution = tuple(board.pass_resolution) if resolution is None else resolution
+    include_clay = board.render_clay if include_clay is None else include_clay
     specs = []
     for shot in board.shots:
         if shot.camera is None:

@@ -24,7 +24,7 @@ from backend.cli import main as cli_main
 from backend.server.app import Settings
 
 FRAMES = 3
-CLIP_SIZE = (128, 72)  # the storyboard's default pass resolution
+CLIP_SIZE = (256, 144)  # the storyboard's default pass resolution
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ def _run(args) -> int:
         return 1
 
 
-def _open_storyboard(blend: Path, names: list[str] | None, resolution: tuple[int, int]):
+def _open_storyboard(blend: Path, names: list[str] | None, resolution: tuple[int, int] | None):
     """The scene of the .blend and the render specs of the chosen shots (all of them by default)."""
     import bpy
 
@@ -80,7 +80,10 @@ def render_storyboard(args) -> int:
         token = args.token or os.environ.get("CINEPREGEN_TOKEN") or None
         client = BackendClient(args.backend, token, timeout=10.0)
         client.health()  # fail before rendering anything when the backend is not there
-    scene, specs = _open_storyboard(blend, args.shots, (args.width, args.height))
+    size = (args.width, args.height) if args.width and args.height else None
+    if (args.width is None) != (args.height is None):
+        raise ValueError("give --width and --height together (or neither, for the storyboard's pass resolution)")
+    scene, specs = _open_storyboard(blend, args.shots, size)
 
     from cinepregen_addon import render_passes
     from cinepregen_addon.generate import safe_name
@@ -190,7 +193,9 @@ def add_parser(subparsers):
     parser.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     parser.add_argument("--weights", help="weights folder for in-process generation (default: previs-tiny)")
     parser.add_argument("--device", default="cpu", help="torch device for in-process generation (default: cpu)")
-    parser.add_argument("--width", type=int, default=128, help="pass and clip width (default: 128)")
-    parser.add_argument("--height", type=int, default=72, help="pass and clip height (default: 72)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="pass and clip width (default: the storyboard's pass resolution)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="pass and clip height (default: the storyboard's pass resolution)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="longest wait for the backend, in seconds")
     parser.set_defaults(func=_run)

@@ -99,7 +99,8 @@ def _render(args) -> int:
         start, end = args.frames or (scene.frame_start, scene.frame_end)
         specs = [render_passes.ShotRenderSpec(
             name=args.name or args.camera, camera_name=args.camera, frame_start=start, frame_end=end,
-            prompt=args.prompt, seed=args.seed, resolution=args.resolution, include_clay=args.clay,
+            prompt=args.prompt, seed=args.seed, resolution=args.resolution or render_passes.DEFAULT_RESOLUTION,
+            include_clay=bool(args.clay),
             fps=scene.render.fps / scene.render.fps_base,
         )]
     else:
@@ -154,10 +155,11 @@ def add_parser(subparsers):
     parser.add_argument("--prompt", default="", help="prompt stored in the bundle with --camera")
     parser.add_argument("--seed", type=int, default=0, help="seed stored in the bundle with --camera")
     parser.add_argument("--scene", help="scene name (default: the file's active scene)")
-    parser.add_argument("--resolution", type=_resolution, default="128x72", help="WIDTHxHEIGHT (default: 128x72)")
-    parser.add_argument("--clay", action="store_true",
-                        help="also render the clay pass (the scene's own light on grey surfaces, read by models with "
-                             "shading inputs)")
+    parser.add_argument("--resolution", type=_resolution, default=None,
+                        help="WIDTHxHEIGHT (default: the storyboard's pass resolution; 128x72 with --camera)")
+    parser.add_argument("--clay", action=argparse.BooleanOptionalAction, default=None,
+                        help="render the clay pass (the scene's own light on grey surfaces, read by models with "
+                             "shading inputs); default: the storyboard's setting, off with --camera")
     parser.add_argument("--overwrite", action="store_true", help="replace existing bundles in --out")
     parser.add_argument("--out", required=True, help="output folder; one bundle folder per shot")
     parser.set_defaults(func=_run)
