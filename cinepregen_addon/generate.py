@@ -386,8 +386,7 @@ class CINEPREGEN_OT_start_backend(bpy.types.Operator):
 
 
 class CINEPREGEN_OT_generate_shot(ShotOperatorMixin, bpy.types.Operator):
-    """Send the shot to the backend (rendering its guidance passes first if needed); the clip arrives in the
-    sequencer at the shot's frames"""
+    """Send the shot to the backend, rendering its guidance passes first when they changed; the clip arrives in the sequencer at the shot's frames"""  # noqa: E501  (one line: Blender shows a docstring's newlines in the tooltip)
 
     bl_idname = "cinepregen.generate_shot"
     bl_label = "Generate Shot"
@@ -457,6 +456,23 @@ class CINEPREGEN_OT_generate_all(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class CINEPREGEN_OT_open_board(bpy.types.Operator):
+    """Open the backend's review board (every job, its passes, clip and figures) in the web browser"""
+
+    bl_idname = "cinepregen.open_board"
+    bl_label = "Open Review Board"
+
+    def execute(self, context):
+        settings = backend_settings(context)
+        try:
+            url = client_for(settings).url
+        except BackendError as error:
+            self.report({"ERROR"}, explain(error))
+            return {"CANCELLED"}
+        bpy.ops.wm.url_open(url=url + "/")
+        return {"FINISHED"}
+
+
 class CINEPREGEN_OT_cancel_shot(ShotOperatorMixin, bpy.types.Operator):
     """Cancel the shot's job on the backend"""
 
@@ -493,4 +509,5 @@ classes = (
     CINEPREGEN_OT_generate_shot,
     CINEPREGEN_OT_generate_all,
     CINEPREGEN_OT_cancel_shot,
+    CINEPREGEN_OT_open_board,
 )

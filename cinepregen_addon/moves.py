@@ -240,6 +240,12 @@ class CINEPREGEN_OT_apply_move(ShotOperator, bpy.types.Operator):
     capture_start: BoolProperty(name="From Current Camera",
                                 description="Start the move from where the camera is now", default=False)
 
+    @classmethod
+    def description(cls, context, properties):
+        if properties.capture_start:
+            return "Start the camera move from where the camera is now, then key it"
+        return cls.__doc__
+
     def run(self, context):
         shot = shot_at(context.scene)
         if self.capture_start and shot.camera is not None:
@@ -287,6 +293,12 @@ class CINEPREGEN_OT_add_local_offset(ShotOperator, bpy.types.Operator):
     bl_label = "Add Local Offset"
 
     pin: BoolProperty(name="Pin", description="Keep the pose itself at this frame, not its offset from the move")
+
+    @classmethod
+    def description(cls, context, properties):
+        if properties.pin:
+            return "Pin the camera's pose at this frame: it stays exactly there whatever the move does"
+        return cls.__doc__
 
     def run(self, context):
         scene = context.scene

@@ -74,7 +74,8 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         if not self.filepath or not Path(bpy.path.abspath(self.filepath)).is_file():
             self.report({"ERROR"}, f"reference image not found: {self.filepath!r}")
             return {"CANCELLED"}
-        obj.cinepregen_reference = self.filepath
+        # relative to the saved .blend where possible, so the file and its images move together
+        obj.cinepregen_reference = bpy.path.relpath(self.filepath) if bpy.data.filepath else self.filepath
         self.report({"INFO"}, f"{obj.name}: reference {Path(self.filepath).name}")
         return {"FINISHED"}
 
@@ -105,6 +106,7 @@ classes = (
     shots.CINEPREGEN_OT_shot_select,
     shots.CINEPREGEN_OT_shot_new_from_view,
     shots.CINEPREGEN_OT_layout_board,
+    shots.CINEPREGEN_OT_random_seed,
     moves.CINEPREGEN_OT_apply_move,
     moves.CINEPREGEN_OT_set_move,
     moves.CINEPREGEN_OT_frame_subject,

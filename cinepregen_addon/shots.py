@@ -213,6 +213,26 @@ def camera_from_view(scene, region_3d, view_lens_mm: float, name: str):
 
 # --- operators ----------------------------------------------------------------------------------------------------
 
+class CINEPREGEN_OT_random_seed(bpy.types.Operator):
+    """Give the active shot a new random seed (a new take of the same shot)"""
+
+    bl_idname = "cinepregen.random_seed"
+    bl_label = "Random Seed"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        board = getattr(context.scene, "cinepregen", None)
+        return board is not None and 0 <= board.active_shot_index < len(board.shots)
+
+    def execute(self, context):
+        import random
+
+        shot = shot_at(context.scene)
+        shot.seed = random.randrange(2**31 - 1)
+        return {"FINISHED"}
+
+
 class ShotOperator:
     bl_options = {"REGISTER", "UNDO"}
 

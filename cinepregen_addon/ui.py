@@ -63,6 +63,10 @@ class CINEPREGEN_PT_storyboard(_Panel, bpy.types.Panel):
         board = context.scene.cinepregen
         row = layout.row()
         row.template_list("CINEPREGEN_UL_shots", "", board, "shots", board, "active_shot_index", rows=4)
+        if len(board.shots) == 0:
+            hint = layout.column(align=True)
+            hint.label(text="No shots yet: + adds one from the scene camera,", icon="INFO")
+            hint.label(text="the camera button one from this view.")
         col = row.column(align=True)
         col.operator("cinepregen.shot_add", icon="ADD", text="")
         col.operator("cinepregen.shot_new_from_view", icon="VIEW_CAMERA", text="")
@@ -74,7 +78,13 @@ class CINEPREGEN_PT_storyboard(_Panel, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("cinepregen.layout_board", icon="SEQ_STRIP_DUPLICATE")
         row.prop(board, "show_camera_path", text="", icon="CURVE_PATH")
+        row = layout.row(align=True)
+        row.prop(board, "pass_resolution", text="")
+        row.prop(board, "render_clay", toggle=True)
         layout.operator("cinepregen.generate_all", icon="RENDER_ANIMATION")
+        row = layout.row(align=True)
+        row.operator("cinepregen.check_backend", icon="URL")
+        row.operator("cinepregen.open_board", icon="WINDOW")
 
 
 class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
@@ -102,8 +112,13 @@ class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
         sub.prop(shot, "sensor_mm")
         col.prop(shot, "subject")
         col.operator("cinepregen.frame_subject", icon="CON_CAMERASOLVER")
+        if shot.framing_note:
+            col.label(text=shot.framing_note, icon="ERROR")
         col.prop(shot, "prompt")
-        col.prop(shot, "seed")
+        col.label(text="Read by models with a text encoder; the default model does not read it", icon="INFO")
+        row = col.row(align=True)
+        row.prop(shot, "seed")
+        row.operator("cinepregen.random_seed", text="", icon="FILE_REFRESH")
         box = layout.box()
         row = box.row()
         row.label(text=shot.status_message or shot.status.replace("_", " ").title(),

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import bpy
 import numpy as np
@@ -406,7 +407,9 @@ def draw_panels(scene):
 
 
 def test_panels_and_list_draw_against_a_recording_layout(scene):
-    assert ("list", "CINEPREGEN_UL_shots") in draw_panels(scene)  # empty board: only the storyboard list
+    empty = draw_panels(scene)
+    assert ("list", "CINEPREGEN_UL_shots") in empty  # empty board: the storyboard list and where to start
+    assert any(entry[0] == "label" and "No shots yet" in entry[1] for entry in empty)
     bpy.ops.cinepregen.shot_add(name="A", length=5)
     hero = bpy.data.objects.new("Hero", None)
     scene.collection.objects.link(hero)
@@ -419,11 +422,30 @@ def test_panels_and_list_draw_against_a_recording_layout(scene):
     operators = {entry[1] for entry in log if entry[0] == "operator"}
     props = {entry[1] for entry in log if entry[0] == "prop"}
     assert {"cinepregen.shot_add", "cinepregen.apply_move", "cinepregen.render_passes", "cinepregen.bind_reference",
-            "cinepregen.layout_board", "cinepregen.cancel_shot"} <= operators
+            "cinepregen.layout_board", "cinepregen.cancel_shot", "cinepregen.random_seed", "cinepregen.open_board",
+            "cinepregen.check_backend"} <= operators
     assert {"shot_size", "camera_angle", "move_json", "adjustments_json", "cinepregen_reference",
-            "show_camera_path", "progress", "bundle_path"} <= props
+            "show_camera_path", "progress", "bundle_path", "pass_resolution", "render_clay"} <= props
     assert ("label", "hero.png") in log
     assert ("menu", "cinepregen.set_move.kind") in log
+
+
+def test_tooltips_are_one_line_and_say_what_each_button_does(scene):
+    import cinepregen_addon.generate as generate
+    from cinepregen_addon import moves
+
+    assert "\n" not in generate.CINEPREGEN_OT_generate_shot.__doc__
+    pinned = moves.CINEPREGEN_OT_add_local_offset.description(bpy.context, SimpleNamespace(pin=True))
+    offset = moves.CINEPREGEN_OT_add_local_offset.description(bpy.context, SimpleNamespace(pin=False))
+    from_camera = moves.CINEPREGEN_OT_apply_move.description(bpy.context, SimpleNamespace(capture_start=True))
+    apply = moves.CINEPREGEN_OT_apply_move.description(bpy.context, SimpleNamespace(capture_start=False))
+    assert len({pinned, offset, from_camera, apply}) == 4 and "Pin" in pinned and "where the camera is" in from_camera
+    bpy.ops.cinepregen.shot_add(name="A", length=5)
+    seeds = set()
+    for _ in range(3):
+        assert bpy.ops.cinepregen.random_seed() == {"FINISHED"}
+        seeds.add(scene.cinepregen.shots[0].seed)
+    assert len(seeds) == 3
 
 
 def test_set_move_from_the_library(scene):
