@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import traceback
 import urllib.parse
+from collections.abc import Generator
 from pathlib import Path
 
 import bpy
@@ -30,7 +31,7 @@ from .preferences import BackendSettings, backend_settings, local_data_folder
 POLL_INTERVAL = 0.5
 RETRY_INTERVAL = 2.0  # while the backend does not answer
 QUICK_TIMEOUT = 2.0
-ACTIVE = ("QUEUED", "RUNNING")
+ACTIVE = ("QUEUED", "RUNNING")  # waiting on the backend
 STATUS_FROM_JOB = {"queued": "QUEUED", "running": "RUNNING", "done": "DONE", "failed": "FAILED",
                    "cancelled": "CANCELLED"}
 STRIP_SHOT_PROPERTY = "cinepregen_shot"
@@ -81,36 +82,54 @@ def explain(error: BackendError) -> str:
 
 def render_bundle(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:
     """Render the shot's guidance passes into its bundle folder (replacing an earlier one) and point the shot at it."""
+    steps = bundle_render_steps(scene, index)
+    while True:
+        try:
+            fraction, stage = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if progress is not None:
+            progress(fraction, stage)
+
+
+def bundle_render_steps(scene, index: int) -> Generator[tuple[float, str], None, Path]:
+    """The shot's pass render one frame per step (``render_passes.render_shot_bundle_steps``); when it is done the
+    shot points at its new bundle and remembers what it was rendered from."""
     shot = scene.cinepregen.shots[index]
     spec = render_passes.storyboard_shot_specs(scene)[index]
     fingerprint = render_passes.bundle_fingerprint(scene, spec)
     target = shot_folder(shot) / "bundle"
     if (target / "shot.json").is_file():
         shutil.rmtree(target)
-    folder = render_passes.render_shot_bundle(scene, spec, target, progress)
+    folder = yield from render_passes.render_shot_bundle_steps(scene, spec, target)
+    shot = scene.cinepregen.shots[index]  # the collection may have been reallocated meanwhile
     shot.bundle_path = str(folder)
     shot.bundle_fingerprint = fingerprint
     shot.status, shot.status_message = "PASSES_READY", f"bundle in {folder}"
     return folder
 
 
+def fresh_bundle(scene, index: int) -> Path | None:
+    """The shot's bundle folder when nothing that goes into it (camera, move, seed, prompt, objects, references,
+    ...) changed since it was rendered, else None."""
+    shot = scene.cinepregen.shots[index]
+    if not (shot.bundle_path and shot.bundle_fingerprint):
+        return None
+    existing = Path(bpy.path.abspath(shot.bundle_path))
+    spec = render_passes.storyboard_shot_specs(scene)[index]
+    if (existing / "shot.json").is_file() and render_passes.bundle_fingerprint(scene, spec) == shot.bundle_fingerprint:
+        return existing
+    return None
+
+
 def shot_bundle_folder(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:
-    """The shot's bundle folder, rendering its guidance passes first when there is none yet or when anything that
-    goes into it (camera, move, seed, prompt, objects, references, ...) changed since it was rendered."""
-    shot = scene.cinepregen.shots[index]
-    if shot.bundle_path and shot.bundle_fingerprint:
-        existing = Path(bpy.path.abspath(shot.bundle_path))
-        spec = render_passes.storyboard_shot_specs(scene)[index]
-        if (existing / "shot.json").is_file() and \
-                render_passes.bundle_fingerprint(scene, spec) == shot.bundle_fingerprint:
-            return existing
-    return render_bundle(scene, index, progress)
+    """The shot's bundle folder, rendering its guidance passes first when there is none fresh."""
+    return fresh_bundle(scene, index) or render_bundle(scene, index, progress)
 
 
-def queue_shot(scene, index: int, client: BackendClient, progress: render_passes.ProgressFn | None = None) -> str:
-    """Render (if needed), zip and submit one shot; the shot becomes QUEUED with its job id."""
+def submit_bundle(scene, index: int, client: BackendClient, folder: Path) -> str:
+    """Zip and submit a shot's bundle; the shot becomes QUEUED with its job id."""
     shot = scene.cinepregen.shots[index]
-    folder = shot_bundle_folder(scene, index, progress)
     shot_folder(shot).mkdir(parents=True, exist_ok=True)
     zip_path = shot_bundle.zip_bundle(folder, shot_folder(shot) / "bundle.zip")
     job_id = client.submit(zip_path)
@@ -120,6 +139,81 @@ def queue_shot(scene, index: int, client: BackendClient, progress: render_passes
     shot.status_message = f"queued on {client.url}"
     ensure_polling()
     return job_id
+
+
+def queue_shot(scene, index: int, client: BackendClient, progress: render_passes.ProgressFn | None = None) -> str:
+    """Render (if needed), zip and submit one shot, all at once (scripts, batch jobs, headless Blender)."""
+    return submit_bundle(scene, index, client, shot_bundle_folder(scene, index, progress))
+
+
+# --- rendering passes without freezing Blender --------------------------------------------------------------------
+
+_renders: list[dict] = []  # shots whose passes render one frame per timer tick, oldest first
+
+
+def start_render(scene, index: int, submit: bool) -> None:
+    """Render the shot's passes one frame per timer tick (Blender stays responsive and shows progress), then,
+    with ``submit``, send it to the backend. A fresh bundle is sent at once."""
+    shot = scene.cinepregen.shots[index]
+    if any(job["scene"] == scene.name and job["shot"] == shot.name for job in _renders):
+        raise ValueError(f"{shot.name}: its passes are already rendering")
+    folder = fresh_bundle(scene, index)
+    if folder is not None:
+        if submit:
+            submit_bundle(scene, index, client_for(backend_settings(bpy.context)), folder)
+        return
+    _renders.append({"scene": scene.name, "shot": shot.name, "submit": submit,
+                     "steps": bundle_render_steps(scene, index)})
+    shot.status, shot.status_message, shot.progress = "RENDERING", "rendering guidance passes", 0.0
+    if not bpy.app.timers.is_registered(render_tick):
+        bpy.app.timers.register(render_tick, first_interval=0.01)
+
+
+def _find_shot(job: dict):
+    scene = bpy.data.scenes.get(job["scene"])
+    shots = scene.cinepregen.shots if scene is not None and getattr(scene, "cinepregen", None) else []
+    index = next((i for i, shot in enumerate(shots) if shot.name == job["shot"]), None)
+    return (scene, index) if index is not None else (None, None)
+
+
+def render_tick() -> float | None:
+    """The timer: one frame of the oldest pending pass render; at its end, the shot is submitted (or ready)."""
+    if not _renders:
+        return None
+    job = _renders[0]
+    scene, index = _find_shot(job)
+    if scene is None:  # the shot or its scene is gone: stop its render, its settings are put back
+        job["steps"].close()
+        _renders.pop(0)
+        return 0.0 if _renders else None
+    shot = scene.cinepregen.shots[index]
+    try:
+        fraction, stage = next(job["steps"])
+        shot.progress, shot.status_message = fraction, f"{stage} ({fraction:.0%})"
+    except StopIteration as finished:
+        _renders.pop(0)
+        if job["submit"]:
+            try:
+                submit_bundle(scene, index, client_for(backend_settings(bpy.context)), finished.value)
+            except (BackendError, ValueError, OSError) as error:
+                _fail(shot, explain(error) if isinstance(error, BackendError) else str(error))
+    except Exception as error:  # a renderer failure reaches the artist as the shot's message, not a traceback
+        _renders.pop(0)
+        traceback.print_exc()
+        _fail(shot, f"rendering the guidance passes failed: {error}")
+    _redraw()
+    return 0.0 if _renders else None
+
+
+def cancel_render(scene, shot) -> bool:
+    """Stop the shot's pass render if one is pending; True when there was one."""
+    for job in list(_renders):
+        if job["scene"] == scene.name and job["shot"] == shot.name:
+            job["steps"].close()
+            _renders.remove(job)
+            shot.status, shot.status_message = "CANCELLED", "pass render cancelled"
+            return True
+    return False
 
 
 def _fail(shot, message: str) -> None:
@@ -269,6 +363,11 @@ def unregister_timers() -> None:
         bpy.app.handlers.load_post.remove(_resume_after_load)
     if bpy.app.timers.is_registered(poll_jobs):
         bpy.app.timers.unregister(poll_jobs)
+    if bpy.app.timers.is_registered(render_tick):
+        bpy.app.timers.unregister(render_tick)
+    for job in _renders:
+        job["steps"].close()
+    _renders.clear()
     stop_local_backend()
 
 
@@ -405,6 +504,10 @@ class CINEPREGEN_OT_generate_shot(ShotOperatorMixin, bpy.types.Operator):
         try:
             client = client_for(backend_settings(context))
             client.health()
+            if not bpy.app.background:  # Blender stays responsive: the passes render frame by frame
+                start_render(scene, index, submit=True)
+                self.report({"INFO"}, f"{shot.name}: {shot.status_message or 'rendering guidance passes'}")
+                return {"FINISHED"}
             with cursor_progress(context) as progress:
                 job_id = queue_shot(scene, index, client, progress)
         except (BackendError, ValueError, OSError) as error:
@@ -441,10 +544,13 @@ class CINEPREGEN_OT_generate_all(bpy.types.Operator):
         queued, failed = [], []
         with cursor_progress(context) as progress:
             for index, shot in enumerate(shots):
-                if shot.status in ACTIVE and shot.job_id:
+                if (shot.status in ACTIVE and shot.job_id) or shot.status == "RENDERING":
                     continue
                 try:
-                    queue_shot(scene, index, client, progress)
+                    if bpy.app.background:
+                        queue_shot(scene, index, client, progress)
+                    else:  # each shot's passes render frame by frame, one shot after the other
+                        start_render(scene, index, submit=True)
                     queued.append(shot.name)
                 except (BackendError, ValueError, OSError) as error:
                     _fail_or_keep_result(shot, explain(error) if isinstance(error, BackendError) else str(error))
@@ -486,6 +592,9 @@ class CINEPREGEN_OT_cancel_shot(ShotOperatorMixin, bpy.types.Operator):
         except ValueError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        if cancel_render(scene, shot):
+            self.report({"INFO"}, f"{shot.name}: pass render cancelled")
+            return {"FINISHED"}
         if shot.status not in ACTIVE or not shot.job_id:
             self.report({"WARNING"}, f"{shot.name} has no job to cancel (it is {shot.status.lower()})")
             return {"CANCELLED"}

@@ -24,6 +24,10 @@ class CINEPREGEN_OT_render_passes(ShotOperator, bpy.types.Operator):
         scene = context.scene
         index = scene.cinepregen.active_shot_index
         shot = shot_at(scene, index)
+        if not bpy.app.background:  # frame by frame on a timer: Blender stays responsive, Cancel works
+            generate.start_render(scene, index, submit=False)
+            self.report({"INFO"}, f"{shot.name}: rendering guidance passes")
+            return {"FINISHED"}
         wm = context.window_manager
         wm.progress_begin(0, 100)
         try:

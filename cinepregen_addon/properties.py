@@ -49,6 +49,7 @@ CAMERA_ANGLE_ITEMS = [
 ]
 STATUS_ITEMS = [
     ("DRAFT", "Draft", "Being laid out"),
+    ("RENDERING", "Rendering", "Guidance passes being rendered, frame by frame"),
     ("PASSES_READY", "Passes Ready", "Guidance passes rendered into a shot bundle"),
     ("QUEUED", "Queued", "Waiting on the backend"),
     ("RUNNING", "Running", "Being generated"),

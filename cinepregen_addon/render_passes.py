@@ -25,7 +25,7 @@ import hashlib
 import json
 import struct
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,25 +240,6 @@ def _set_cycles_passes(o: _Overrides, scene) -> object:
     return view_layer
 
 
-def _render_animation(scene, frames: list[int], progress: ProgressFn | None, stage: str, total: float) -> None:
-    """One animation render for the whole shot; Blender keeps the scene between its frames (persistent data), and
-    its render_write handler reports progress."""
-    done = [0]
-
-    def on_write(*_args):
-        done[0] += 1
-        if progress is not None:
-            progress(done[0] / total, stage)
-
-    bpy.app.handlers.render_write.append(on_write)
-    try:
-        bpy.ops.render.render(animation=True, scene=scene.name)
-    finally:
-        bpy.app.handlers.render_write.remove(on_write)
-    if done[0] != len(frames):
-        raise RuntimeError(f"{stage}: Blender wrote {done[0]} of {len(frames)} frames")
-
-
 def _c_string(data: bytes, pos: int) -> tuple[str, int]:
     end = data.index(b"\0", pos)
     return data[pos:end].decode(), end + 1
@@ -413,37 +394,29 @@ def _clay_material():
     return material
 
 
-def _render_clay(scene, spec: ShotRenderSpec, camera, frames: list[int], work: Path,
-                 progress: ProgressFn | None, total: float) -> list[np.ndarray]:
+def _set_clay(o: _Overrides, scene) -> object:
     """The clay pass: the shot under the scene's own lights and world with every surface grey diffuse (Cycles,
     denoised), so light, shadow and the set's shapes reach the model as the target render shows them."""
-    o = _Overrides()
-    try:
-        _set_common(o, scene, spec, camera, str(work / "clay_######"))
-        render, cycles = scene.render, scene.cycles
-        o.set(render, "engine", "CYCLES")
-        o.set(render, "use_persistent_data", True)
-        o.set(cycles, "device", "CPU")
-        o.set(cycles, "samples", CLAY_SAMPLES)
-        o.set(cycles, "use_adaptive_sampling", False)
-        o.set(cycles, "use_denoising", True)
-        o.set(cycles, "max_bounces", 2)
-        if hasattr(render.image_settings, "media_type"):
-            o.set(render.image_settings, "media_type", "IMAGE")
-        o.set(render.image_settings, "file_format", "PNG")
-        o.set(render.image_settings, "color_mode", "RGB")
-        o.set(render.image_settings, "color_depth", "8")
-        o.set(scene.view_settings, "view_transform", "Standard")
-        o.set(render, "film_transparent", False)
-        view_layer = scene.view_layers[0]
-        for layer in scene.view_layers:
-            o.set(layer, "use", layer == view_layer)
-        o.set(view_layer, "material_override", _clay_material())
-        paths = [Path(render.frame_path(frame=f)) for f in frames]
-        _render_animation(scene, frames, progress, "clay", total)
-    finally:
-        o.restore()
-    return [_read_image_rgb(p) for p in paths]
+    render, cycles = scene.render, scene.cycles
+    o.set(render, "engine", "CYCLES")
+    o.set(render, "use_persistent_data", True)
+    o.set(cycles, "device", "CPU")
+    o.set(cycles, "samples", CLAY_SAMPLES)
+    o.set(cycles, "use_adaptive_sampling", False)
+    o.set(cycles, "use_denoising", True)
+    o.set(cycles, "max_bounces", 2)
+    if hasattr(render.image_settings, "media_type"):
+        o.set(render.image_settings, "media_type", "IMAGE")
+    o.set(render.image_settings, "file_format", "PNG")
+    o.set(render.image_settings, "color_mode", "RGB")
+    o.set(render.image_settings, "color_depth", "8")
+    o.set(scene.view_settings, "view_transform", "Standard")
+    o.set(render, "film_transparent", False)
+    view_layer = scene.view_layers[0]
+    for layer in scene.view_layers:
+        o.set(layer, "use", layer == view_layer)
+    o.set(view_layer, "material_override", _clay_material())
+    return view_layer
 
 
 def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
@@ -497,6 +470,21 @@ def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progres
     active camera and current frame are restored afterwards. An existing bundle there is replaced only with
     ``overwrite=True``.
     """
+    steps = render_shot_bundle_steps(scene, spec, out_dir, overwrite)
+    while True:
+        try:
+            fraction, stage = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if progress is not None:
+            progress(fraction, stage)
+
+
+def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, overwrite: bool = False
+                             ) -> Generator[tuple[float, str], None, Path]:
+    """``render_shot_bundle`` one frame at a time: each step renders (or reads) one frame and yields
+    ``(fraction, stage)``; the generator returns the bundle folder. A timer that takes one step per tick keeps
+    Blender responsive while a shot renders; closing the generator stops it and puts the scene's settings back."""
     camera = scene.objects.get(spec.camera_name)
     if camera is None or camera.type != "CAMERA":
         raise ValueError(f"shot {spec.name!r}: {spec.camera_name!r} is not a camera object in scene {scene.name!r}")
@@ -508,36 +496,49 @@ def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progres
             raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {path}")
     ids = ensure_object_ids(scene)
     frames = list(range(spec.frame_start, spec.frame_end + 1))
-    use_clay = spec.include_clay
-    total = len(frames) * (3 if use_clay else 2)
+    stages = [("render", _set_cycles_passes)] + ([("clay", _set_clay)] if spec.include_clay else [])
+    total = len(frames) * (len(stages) + 1)
+    done = 0
     frame_current = scene.frame_current
     with tempfile.TemporaryDirectory(prefix="cinepregen-passes-") as tmp:
         work = Path(tmp)
-        o = _Overrides()
+        rendered: dict[str, tuple[list[Path], str]] = {}
         try:
-            _set_common(o, scene, spec, camera, str(work / "passes_######"))
-            view_layer = _set_cycles_passes(o, scene)
-            exr_paths = [Path(scene.render.frame_path(frame=f)) for f in frames]
-            _render_animation(scene, frames, progress, "render", total)
-            view_layer_name = view_layer.name
-        finally:
-            o.restore()
-        clay = _render_clay(scene, spec, camera, frames, work, progress, total) if use_clay else None
+            for stage, configure in stages:
+                o = _Overrides()
+                try:
+                    _set_common(o, scene, spec, camera, str(work / stage))
+                    view_layer = configure(o, scene)
+                    paths = []
+                    for frame in frames:
+                        scene.frame_set(frame)
+                        name = f"{stage}_{frame:06d}"
+                        scene.render.filepath = str(work / name)  # a still is written to its path as it is
+                        bpy.ops.render.render(write_still=True, scene=scene.name)
+                        written = sorted(work.glob(f"{name}.*"))
+                        if not written:
+                            raise RuntimeError(f"{stage}: Blender wrote no image for frame {frame}")
+                        paths.append(written[0])
+                        done += 1
+                        yield done / total, stage
+                    rendered[stage] = (paths, view_layer.name)
+                finally:
+                    o.restore()
 
-        cameras, passes = [], []
-        done = total - len(frames)
-        try:
+            cameras, passes = [], []
+            exr_paths, view_layer_name = rendered["render"]
+            clay_paths = rendered["clay"][0] if "clay" in rendered else None
             for i, (frame, exr_path) in enumerate(zip(frames, exr_paths, strict=True)):
                 cam = frame_camera(scene, camera, frame, spec.resolution)
                 if i == 0:
                     lens_mm = camera.data.lens
                 frame_passes = guidance_from_passes(read_exr_passes(exr_path, view_layer_name), cam.world_to_camera)
-                if clay is not None:
-                    frame_passes.clay = clay[i]
+                if clay_paths is not None:
+                    frame_passes.clay = _read_image_rgb(clay_paths[i])
                 cameras.append(cam)
                 passes.append(frame_passes)
-                if progress is not None:
-                    progress((done + i + 1) / total, "read")
+                done += 1
+                yield done / total, "read"
         finally:
             scene.frame_set(frame_current)
 

@@ -12,6 +12,7 @@ import bpy
 
 STATUS_ICONS = {
     "DRAFT": "GREASEPENCIL",
+    "RENDERING": "RENDER_STILL",
     "PASSES_READY": "RENDERLAYERS",
     "QUEUED": "SORTTIME",
     "RUNNING": "PLAY",
@@ -123,7 +124,7 @@ class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
         row = box.row()
         row.label(text=shot.status_message or shot.status.replace("_", " ").title(),
                   icon=STATUS_ICONS.get(shot.status, "DOT"))
-        if shot.status in {"QUEUED", "RUNNING"}:
+        if shot.status in {"RENDERING", "QUEUED", "RUNNING"}:
             box.prop(shot, "progress", slider=True)
             box.operator("cinepregen.cancel_shot", icon="CANCEL")
         row = box.row(align=True)

@@ -380,3 +380,29 @@ def test_a_dead_backend_leaves_a_finished_shot_finished(addon, prefs, backend, b
     with pytest.raises(RuntimeError, match="no backend running"):
         bpy.ops.cinepregen.generate_all()
     assert shot.status == "DONE"
+
+
+def test_passes_render_frame_by_frame_on_a_timer_then_the_shot_is_sent(addon, prefs, backend, board):
+    """What Generate does in Blender's UI: one frame per timer tick (progress shown, the UI free between ticks);
+    at the end the bundle goes to the backend. Cancel in the middle stops it and puts the render settings back."""
+    server, _ = backend
+    prefs.backend_url = server.url
+    shot = board.cinepregen.shots[1]
+    engine, override = board.render.engine, board.view_layers[0].material_override
+    addon.start_render(board, 1, submit=True)
+    assert shot.status == "RENDERING" and bpy.app.timers.is_registered(addon.render_tick)
+    seen = []
+    while addon.render_tick() is not None:
+        seen.append(shot.progress)
+    assert len(seen) >= 2 * FRAMES - 1 and seen == sorted(seen)  # a tick per frame and stage, progress rising
+    assert shot.status == "QUEUED" and shot.job_id
+    settle(addon, [shot])
+    assert shot.status == "DONE", shot.status_message
+
+    shot.seed += 1  # the passes are stale now: Generate renders again, and this time the artist cancels
+    addon.start_render(board, 1, submit=True)
+    addon.render_tick()
+    assert board.render.engine == "CYCLES"  # mid-render the pass settings are in force ...
+    assert bpy.ops.cinepregen.cancel_shot(shot_index=1) == {"FINISHED"}
+    assert shot.status == "CANCELLED" and addon.render_tick() is None
+    assert (board.render.engine, board.view_layers[0].material_override) == (engine, override)  # ... and undone
