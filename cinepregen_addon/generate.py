@@ -82,14 +82,7 @@ def explain(error: BackendError) -> str:
 
 def render_bundle(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:
     """Render the shot's guidance passes into its bundle folder (replacing an earlier one) and point the shot at it."""
-    steps = bundle_render_steps(scene, index)
-    while True:
-        try:
-            fraction, stage = next(steps)
-        except StopIteration as finished:
-            return finished.value
-        if progress is not None:
-            progress(fraction, stage)
+    return render_passes.run_steps(bundle_render_steps(scene, index), progress)
 
 
 def bundle_render_steps(scene, index: int) -> Generator[tuple[float, str], None, Path]:

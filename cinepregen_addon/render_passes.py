@@ -470,7 +470,11 @@ def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progres
     active camera and current frame are restored afterwards. An existing bundle there is replaced only with
     ``overwrite=True``.
     """
-    steps = render_shot_bundle_steps(scene, spec, out_dir, overwrite)
+    return run_steps(render_shot_bundle_steps(scene, spec, out_dir, overwrite), progress)
+
+
+def run_steps(steps: Generator[tuple[float, str], None, Path], progress: ProgressFn | None = None) -> Path:
+    """Take every step of a step-wise render at once, reporting each to ``progress``; returns what it returns."""
     while True:
         try:
             fraction, stage = next(steps)
