@@ -80,17 +80,24 @@ def explain(error: BackendError) -> str:
 
 # --- queueing ---------------------------------------------------------------------------------------------------
 
-def render_bundle(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:
+def render_bundle(scene, index: int, progress: render_passes.ProgressFn | None = None,
+                  fingerprint: str | None = None) -> Path:
     """Render the shot's guidance passes into its bundle folder (replacing an earlier one) and point the shot at it."""
-    return render_passes.run_steps(bundle_render_steps(scene, index), progress)
+    return render_passes.run_steps(bundle_render_steps(scene, index, fingerprint), progress)
 
 
-def bundle_render_steps(scene, index: int) -> Generator[tuple[float, str], None, Path]:
+def shot_fingerprint(scene, index: int) -> str:
+    """``render_passes.bundle_fingerprint`` of the shot as the storyboard would render it now."""
+    return render_passes.bundle_fingerprint(scene, render_passes.storyboard_shot_specs(scene)[index])
+
+
+def bundle_render_steps(scene, index: int, fingerprint: str | None = None) -> Generator[tuple[float, str], None, Path]:
     """The shot's pass render one frame per step (``render_passes.render_shot_bundle_steps``); when it is done the
-    shot points at its new bundle and remembers what it was rendered from."""
+    shot points at its new bundle and remembers what it was rendered from (``fingerprint``, computed here unless
+    the caller has it already)."""
     shot = scene.cinepregen.shots[index]
     spec = render_passes.storyboard_shot_specs(scene)[index]
-    fingerprint = render_passes.bundle_fingerprint(scene, spec)
+    fingerprint = fingerprint or render_passes.bundle_fingerprint(scene, spec)
     target = shot_folder(shot) / "bundle"
     if (target / "shot.json").is_file():
         shutil.rmtree(target)
@@ -102,22 +109,21 @@ def bundle_render_steps(scene, index: int) -> Generator[tuple[float, str], None,
     return folder
 
 
-def fresh_bundle(scene, index: int) -> Path | None:
-    """The shot's bundle folder when nothing that goes into it (camera, move, seed, prompt, objects, references,
-    ...) changed since it was rendered, else None."""
+def fresh_bundle(scene, index: int, fingerprint: str) -> Path | None:
+    """The shot's bundle folder when it was rendered from the same inputs (``fingerprint``: camera, move, seed,
+    prompt, objects, references, ...), else None."""
     shot = scene.cinepregen.shots[index]
-    if not (shot.bundle_path and shot.bundle_fingerprint):
-        return None
-    existing = Path(bpy.path.abspath(shot.bundle_path))
-    spec = render_passes.storyboard_shot_specs(scene)[index]
-    if (existing / "shot.json").is_file() and render_passes.bundle_fingerprint(scene, spec) == shot.bundle_fingerprint:
+    existing = Path(bpy.path.abspath(shot.bundle_path)) if shot.bundle_path else None
+    if existing is not None and (existing / "shot.json").is_file() and shot.bundle_fingerprint == fingerprint:
         return existing
     return None
 
 
 def shot_bundle_folder(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:
-    """The shot's bundle folder, rendering its guidance passes first when there is none fresh."""
-    return fresh_bundle(scene, index) or render_bundle(scene, index, progress)
+    """The shot's bundle folder, rendering its guidance passes first when there is none fresh; the fingerprint,
+    a pass over every frame of the shot, is computed once for both."""
+    fingerprint = shot_fingerprint(scene, index)
+    return fresh_bundle(scene, index, fingerprint) or render_bundle(scene, index, progress, fingerprint)
 
 
 def submit_bundle(scene, index: int, client: BackendClient, folder: Path) -> str:
@@ -150,13 +156,14 @@ def start_render(scene, index: int, submit: bool) -> None:
     shot = scene.cinepregen.shots[index]
     if any(job["scene"] == scene.name and job["shot"] == shot.name for job in _renders):
         raise ValueError(f"{shot.name}: its passes are already rendering")
-    folder = fresh_bundle(scene, index)
+    fingerprint = shot_fingerprint(scene, index)
+    folder = fresh_bundle(scene, index, fingerprint)
     if folder is not None:
         if submit:
             submit_bundle(scene, index, client_for(backend_settings(bpy.context)), folder)
         return
     _renders.append({"scene": scene.name, "shot": shot.name, "submit": submit,
-                     "steps": bundle_render_steps(scene, index)})
+                     "steps": bundle_render_steps(scene, index, fingerprint)})
     shot.status, shot.status_message, shot.progress = "RENDERING", "rendering guidance passes", 0.0
     if not bpy.app.timers.is_registered(render_tick):
         bpy.app.timers.register(render_tick, first_interval=0.01)
