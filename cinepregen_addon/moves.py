@@ -50,12 +50,12 @@ def subject_parts(subject) -> list:
     return parts or [subject]
 
 
-def subject_box(subject) -> np.ndarray:
+def subject_box(subject, parts: list | None = None) -> np.ndarray:
     """(8 * parts, 3) world-space corners of the subject's evaluated bounding boxes at the current frame: a walking
     character's box follows its pose, not its rest shape or its origin at the feet."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
     corners = []
-    for part in subject_parts(subject):
+    for part in parts or subject_parts(subject):
         evaluated = part.evaluated_get(depsgraph)
         if part.type in render_passes.GEOMETRY_TYPES:
             corners += [tuple(evaluated.matrix_world @ Vector(c)) for c in evaluated.bound_box]
@@ -64,19 +64,20 @@ def subject_box(subject) -> np.ndarray:
     return np.array(corners, dtype=np.float64)
 
 
-def subject_centre(subject) -> np.ndarray:
-    corners = subject_box(subject)
+def subject_centre(subject, parts: list | None = None) -> np.ndarray:
+    corners = subject_box(subject, parts)
     return (corners.min(0) + corners.max(0)) / 2.0
 
 
 def _subject_path(scene, subject, frames: range) -> list[list[float]]:
     """The centre of the subject's evaluated bounds at every frame."""
     current = scene.frame_current
+    parts = subject_parts(subject)  # once: finding them scans every object of the file
     try:
         path = []
         for frame in frames:
             scene.frame_set(frame)
-            path.append(list(subject_centre(subject)))
+            path.append(list(subject_centre(subject, parts)))
         return path
     finally:
         scene.frame_set(current)
