@@ -126,7 +126,7 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
     bpy.ops.wm.save_as_mainfile(filepath=str(blend))
     board_s = time.perf_counter() - started
 
-    generate, prefs = enable_addon_in_process()
+    addon, prefs = enable_addon_in_process()
     settings = Settings(data_dir=out / "backend", weights=Path(weights) if weights else None)
     shots = scene.cinepregen.shots
     with serve_in_thread(create_app(settings)) as url:
@@ -137,8 +137,8 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
         with tqdm(total=100 * len(shots), unit="%", desc="generate") as bar:
             for index, shot in enumerate(shots):
                 bar.set_postfix_str(f"{shot.name}: passes")
-                generate.queue_shot(scene, index, client)
-            while generate.poll_jobs() is not None:  # Blender's event loop runs this timer; headless, we do
+                addon.bundles.queue_shot(scene, index, client)
+            while addon.jobs.poll_jobs() is not None:  # Blender's event loop runs this timer; headless, we do
                 bar.set_postfix_str(", ".join(f"{s.name}: {s.status.lower()}" for s in shots))
                 bar.update(round(100 * sum(s.progress for s in shots)) - bar.n)
                 time.sleep(0.25)
@@ -154,7 +154,7 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
     for index, shot in enumerate(shots):
         clip = _read_clip(Path(shot.result_path))
         clips.append(clip)
-        name = f"{index + 1:02d}_{generate.safe_name(shot.name)}.mp4"
+        name = f"{index + 1:02d}_{addon.jobs.safe_name(shot.name)}.mp4"
         shutil.copyfile(shot.result_path, out / name)
         bundle = read_bundle(shot.bundle_path)
         scores = clip_metrics(clip.astype(np.float64) / 255.0, bundle)

@@ -19,19 +19,19 @@ class CINEPREGEN_OT_render_passes(ShotOperator, bpy.types.Operator):
     bl_label = "Render Guidance Passes"
 
     def run(self, context):
-        from . import generate
+        from . import bundles
 
         scene = context.scene
         index = scene.cinepregen.active_shot_index
         shot = shot_at(scene, index)
         if not bpy.app.background:  # frame by frame on a timer: Blender stays responsive, Cancel works
-            generate.start_render(scene, index, submit=False)
+            bundles.start_render(scene, index, submit=False)
             self.report({"INFO"}, f"{shot.name}: rendering guidance passes")
             return {"FINISHED"}
         wm = context.window_manager
         wm.progress_begin(0, 100)
         try:
-            folder = generate.render_bundle(scene, index, progress=lambda f, stage: wm.progress_update(int(100 * f)))
+            folder = bundles.render_bundle(scene, index, progress=lambda f, stage: wm.progress_update(int(100 * f)))
         except (ValueError, RuntimeError, OSError):
             raise
         except Exception as error:  # a renderer or EXR failure must reach the artist as a report, not a traceback

@@ -29,13 +29,13 @@ CLIP_SIZE = (256, 144)  # the storyboard's default pass resolution
 
 @pytest.fixture(scope="module")
 def addon():
-    """The registered add-on's ``generate`` module, with a preferences entry as installing the add-on gives it."""
+    """The registered add-on package, with a preferences entry as installing the add-on gives it."""
     registered_here = not hasattr(bpy.types.Scene, "cinepregen")
-    generate, _ = enable_addon_in_process()
-    yield generate
-    generate.stop_local_backend()
+    addon, _ = enable_addon_in_process()
+    yield addon
+    addon.local_backend.stop_local_backend()
     addons = bpy.context.preferences.addons
-    addons.remove(addons[generate.__package__])
+    addons.remove(addons[addon.__name__])
     if registered_here:
         cinepregen_addon.unregister()
 
@@ -74,11 +74,11 @@ def board(addon, prefs, tmp_path):
     return scene
 
 
-def settle(generate, shots, timeout: float = 90.0) -> None:
+def settle(addon, shots, timeout: float = 90.0) -> None:
     """Tick the poller until no shot waits on the backend (the deadline only guards against a hang)."""
     deadline = time.monotonic() + timeout
-    while any(shot.status in generate.ACTIVE for shot in shots):
-        generate.poll_jobs()
+    while any(shot.status in addon.jobs.ACTIVE for shot in shots):
+        addon.jobs.poll_jobs()
         assert time.monotonic() < deadline, [(s.name, s.status, s.status_message) for s in shots]
         time.sleep(0.05)
 
@@ -93,7 +93,7 @@ def test_generate_imports_the_clip_and_regenerating_replaces_it(addon, prefs, ba
     shot_a, shot_b = board.cinepregen.shots
     assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
     assert shot_a.status == "QUEUED" and len(shot_a.job_id) == 32 and shot_a.bundle_path
-    assert bpy.app.timers.is_registered(addon.poll_jobs)
+    assert bpy.app.timers.is_registered(addon.jobs.poll_jobs)
     settle(addon, [shot_a])
 
     assert shot_a.status == "DONE", shot_a.status_message
@@ -151,11 +151,11 @@ def test_cancel_a_running_and_a_queued_shot(addon, prefs, backend, board):
         assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
         deadline = time.monotonic() + 60
         while shot_a.status != "RUNNING":
-            addon.poll_jobs()
+            addon.jobs.poll_jobs()
             assert time.monotonic() < deadline, shot_a.status_message
             time.sleep(0.05)
         assert bpy.ops.cinepregen.generate_shot(shot_index=1) == {"FINISHED"}
-        addon.poll_jobs()
+        addon.jobs.poll_jobs()
         assert shot_b.status == "QUEUED"
 
         assert bpy.ops.cinepregen.cancel_shot(shot_index=1) == {"FINISHED"}
@@ -191,7 +191,7 @@ def test_dead_backend_gives_a_clear_message_and_no_hang(addon, prefs, board):
 
     # The backend goes away while a shot waits: the shot keeps waiting and says why.
     shot_b.status, shot_b.job_id = "QUEUED", "0" * 32
-    assert addon.poll_jobs() == addon.RETRY_INTERVAL
+    assert addon.jobs.poll_jobs() == addon.jobs.RETRY_INTERVAL
     assert shot_b.status == "QUEUED" and shot_b.status_message.startswith("waiting for the backend: no backend")
 
     prefs.backend_url = "localhost:8765"
@@ -217,7 +217,7 @@ def test_refusing_backend_and_token(addon, prefs, board, tmp_path):
         assert shot_a.status == "DONE", shot_a.status_message
         # a job the backend does not know (its data folder was reset) fails the shot with the reason
         shot_a.status, shot_a.job_id = "RUNNING", "f" * 32
-        addon.poll_jobs()
+        addon.jobs.poll_jobs()
         assert shot_a.status == "FAILED" and "has no job" in shot_a.status_message
 
 
@@ -225,11 +225,11 @@ def test_polling_resumes_when_a_file_with_waiting_shots_is_opened(addon, board, 
     shot = board.cinepregen.shots[0]
     shot.status, shot.job_id = "QUEUED", "a" * 32
     bpy.ops.wm.save_mainfile()
-    if bpy.app.timers.is_registered(addon.poll_jobs):
-        bpy.app.timers.unregister(addon.poll_jobs)
+    if bpy.app.timers.is_registered(addon.jobs.poll_jobs):
+        bpy.app.timers.unregister(addon.jobs.poll_jobs)
     bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "board.blend"))
-    assert bpy.app.timers.is_registered(addon.poll_jobs)
-    assert [s.job_id for s in addon.active_shots()[0][0].cinepregen.shots] == ["a" * 32, ""]
+    assert bpy.app.timers.is_registered(addon.jobs.poll_jobs)
+    assert [s.job_id for s in addon.jobs.active_shots()[0][0].cinepregen.shots] == ["a" * 32, ""]
 
 
 def test_start_local_backend(addon, prefs, tmp_path):
@@ -250,7 +250,7 @@ def test_start_local_backend(addon, prefs, tmp_path):
                 time.sleep(0.25)
         assert (tmp_path / "local" / "jobs.sqlite").is_file()
     finally:
-        addon.stop_local_backend()
+        addon.local_backend.stop_local_backend()
     prefs.python_executable = str(tmp_path / "no-python")
     with pytest.raises(RuntimeError, match="set Backend Python"):
         bpy.ops.cinepregen.start_backend()
@@ -389,10 +389,10 @@ def test_passes_render_frame_by_frame_on_a_timer_then_the_shot_is_sent(addon, pr
     prefs.backend_url = server.url
     shot = board.cinepregen.shots[1]
     engine, override = board.render.engine, board.view_layers[0].material_override
-    addon.start_render(board, 1, submit=True)
-    assert shot.status == "RENDERING" and bpy.app.timers.is_registered(addon.render_tick)
+    addon.bundles.start_render(board, 1, submit=True)
+    assert shot.status == "RENDERING" and bpy.app.timers.is_registered(addon.bundles.render_tick)
     seen = []
-    while addon.render_tick() is not None:
+    while addon.bundles.render_tick() is not None:
         seen.append(shot.progress)
     assert len(seen) >= 2 * FRAMES - 1 and seen == sorted(seen)  # a tick per frame and stage, progress rising
     assert shot.status == "QUEUED" and shot.job_id
@@ -400,9 +400,9 @@ def test_passes_render_frame_by_frame_on_a_timer_then_the_shot_is_sent(addon, pr
     assert shot.status == "DONE", shot.status_message
 
     shot.seed += 1  # the passes are stale now: Generate renders again, and this time the artist cancels
-    addon.start_render(board, 1, submit=True)
-    addon.render_tick()
+    addon.bundles.start_render(board, 1, submit=True)
+    addon.bundles.render_tick()
     assert board.render.engine == "CYCLES"  # mid-render the pass settings are in force ...
     assert bpy.ops.cinepregen.cancel_shot(shot_index=1) == {"FINISHED"}
-    assert shot.status == "CANCELLED" and addon.render_tick() is None
+    assert shot.status == "CANCELLED" and addon.bundles.render_tick() is None
     assert (board.render.engine, board.view_layers[0].material_override) == (engine, override)  # ... and undone

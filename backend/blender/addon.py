@@ -11,7 +11,8 @@ import sys
 
 
 def enable_addon_in_process():
-    """Register ``cinepregen_addon`` (once) and give it a preferences entry; returns ``(generate_module, prefs)``."""
+    """Register ``cinepregen_addon`` (once) and give it a preferences entry; returns ``(addon_package, prefs)``, the
+    package with its registered submodules (``jobs``, ``bundles``, ``local_backend``, ...) as attributes."""
     import bpy
 
     import cinepregen_addon
@@ -24,4 +25,4 @@ def enable_addon_in_process():
     if entry is None:
         entry = addons.new()
         entry.module = generate.__package__
-    return generate, entry.preferences
+    return sys.modules[generate.__package__], entry.preferences

@@ -86,7 +86,7 @@ def render_storyboard(args) -> int:
     scene, specs = _open_storyboard(blend, args.shots, size)
 
     from cinepregen_addon import render_passes
-    from cinepregen_addon.generate import safe_name
+    from cinepregen_addon.jobs import safe_name
 
     out.mkdir(parents=True, exist_ok=True)
     shots = []
@@ -139,7 +139,7 @@ def _generate_here(args, bundle: Path, out: Path, folder: str, record: dict, pro
 def _collect_from_backend(client, shots: list[dict], out: Path, progress: _BoardProgress, timeout: float) -> None:
     """Wait for every submitted shot, downloading each clip as it finishes; Ctrl-C cancels what is left."""
     from cinepregen_addon.core.backend_client import FINISHED, BackendError
-    from cinepregen_addon.generate import safe_name
+    from cinepregen_addon.jobs import safe_name
 
     waiting = {record["job_id"]: (index, record) for index, record in enumerate(shots) if "job_id" in record}
     deadline = time.monotonic() + timeout
