@@ -102,19 +102,20 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
     from backend.eval.evaluate import clip_metrics
     from backend.pipelines.generate import write_mp4
     from backend.previews import depth_preview, depth_range, labelled_grid, object_id_preview
-    from backend.server.app import Settings, create_app, describe_weights, serve_in_thread
+    from backend.server.app import Settings, create_app, serve_in_thread
     from cinepregen_addon.core.backend_client import BackendClient
     from cinepregen_addon.core.shot_bundle import read_bundle
 
     started = time.perf_counter()
     out = Path(out)
+    from backend.adapters import adapter_for
     from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
 
     weights_folder = Path(weights) if weights else DEFAULT_WEIGHTS
-    info = describe_weights(weights_folder)
-    if not info["weights_found"]:
-        print(f"demo: no model weights at {weights_folder}: train them (README, developer section) or pass "
-              "--weights DIR")
+    try:
+        adapter_for(weights_folder).check()
+    except (OSError, ValueError) as error:
+        print(f"demo: {error}")
         return 2
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("*.mp4"), out / "demo_cinepregen"]:  # clips of an earlier run

@@ -40,7 +40,7 @@ def test_generate_mistakes_are_one_line_and_load_no_model(tmp_path):
         (["generate", str(bundle), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "other_model")],
          "holds a DiTTransformer2DModel model"),
         (["serve", "--weights", str(tmp_path / "nowhere"), "--port", "0", "--data", str(tmp_path / "d")],
-         "no model weights folder"),
+         "no model folder at"),
     ]
     env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "0", "CUDA_VISIBLE_DEVICES": ""}
     for argv, words in cases:

@@ -93,7 +93,7 @@ class DepthClip:
     def release(self) -> None:
         self.gate.set()
 
-    def __call__(self, bundle_dir, out_dir, *, steps, seed, progress, should_cancel) -> dict:
+    def __call__(self, bundle_dir, out_dir, *, steps, seed, progress, should_cancel, model=None) -> dict:
         bundle = shot_bundle.read_bundle(bundle_dir)
         steps = steps or 4
         for step in range(steps):
@@ -179,7 +179,7 @@ def test_submit_progress_and_result_download(tmp_path):
     with LiveServer(Settings(data_dir=tmp_path / "data"), generate) as server:
         job_id = server.submit(bundle_zip(tmp_path, frames=3), steps="4", seed="11")
         held = server.wait_for(job_id, lambda j: j["status"] == "running" and j["progress"] == 0.5)
-        assert held["stage"] == "step 3/4" and held["settings"] == {"steps": 4, "seed": 11}
+        assert held["stage"] == "step 3/4" and held["settings"] == {"steps": 4, "seed": 11, "model": "previs-tiny"}
         generate.release()
         job = server.wait_for(job_id, finished)
         assert job["status"] == "done", job["error"]
@@ -351,6 +351,50 @@ def test_default_generate_fn_runs_the_previs_pipeline(tmp_path):
         clip.write_bytes(server.http.get(f"/v1/jobs/{job['id']}/result.mp4").content)
         assert len(read_mp4(clip)) == 2 and read_mp4(clip)[0].shape == (24, 32, 3)
         assert server.http.get(f"/v1/jobs/{job['id']}/metrics.json").json()["metrics"]["steps"] == 2
+
+
+def test_catalogue_serves_each_job_with_the_model_it_names(tmp_path):
+    """Two real tiny models on one server: health lists both with what each can do, a job runs the model it names
+    (or the default), and a name the server does not serve is refused at submission with the names it does."""
+    from backend.models.previs_dit import PrevisDiT
+    from backend.models.reference_encoder import ReferenceEncoder
+    from backend.pipelines.previs_pipeline import PrevisPipeline
+
+    folders = []
+    for name, steps in (("fast", 2), ("slow", 3)):
+        encoder = ReferenceEncoder(reference_dim=32, width=16, num_heads=2)
+        pipeline = PrevisPipeline(PrevisDiT.from_preset("tiny-test"), encoder, sampling={"num_inference_steps": steps})
+        folders.append(pipeline.save_pretrained(tmp_path / name))
+    (tmp_path / "broken" / "transformer").mkdir(parents=True)
+    settings = Settings(data_dir=tmp_path / "data", weights=folders[0], models=(folders[1], tmp_path / "broken"))
+    with LiveServer(settings, None) as server:
+        health = server.http.get("/v1/health").json()
+        models = {entry["name"]: entry for entry in health["models"]}
+        assert list(models) == ["fast", "slow", "broken"] and health["weights"] == "fast"
+        assert models["slow"]["default_steps"] == 3 and models["fast"]["default_steps"] == 2
+        assert models["slow"]["family"] == "previs" and models["slow"]["reads_prompt"] is False
+        assert models["slow"]["frame_rule"] == "any" and models["slow"]["quantization"] is None
+        assert "broken holds no model config" in models["broken"]["error"] and str(tmp_path) not in str(health)
+        bundle = bundle_zip(tmp_path, frames=2, width=32, height=24)
+        default_job = server.wait_for(server.submit(bundle), finished)
+        named_job = server.wait_for(server.submit(bundle, model="slow"), finished)
+        for job, name, steps in ((default_job, "fast", 2), (named_job, "slow", 3)):
+            assert job["status"] == "done", job["error"]
+            assert job["settings"]["model"] == name
+            metrics = server.http.get(f"/v1/jobs/{job['id']}/metrics.json").json()["metrics"]
+            assert metrics["weights"] == name and metrics["steps"] == steps
+        with open(bundle, "rb") as f:
+            answer = server.http.post("/v1/jobs", files={"bundle": ("b.zip", f, "application/zip")},
+                                      data={"model": "previs-huge"})
+        assert answer.status_code == 422 and "no model 'previs-huge'" in answer.text and "fast, slow" in answer.text
+
+
+def test_the_shipped_catalogue_lists_every_variant(tmp_path):
+    """With no model given the server offers every shipped folder, the default first, quantized ones with bits."""
+    with LiveServer(Settings(data_dir=tmp_path / "data"), DepthClip()) as server:
+        models = {entry["name"]: entry for entry in server.http.get("/v1/health").json()["models"]}
+    assert next(iter(models)) == "previs-tiny" and {"previs-tiny-vq3", "previs-tiny-vq2"} <= set(models)
+    assert models["previs-tiny-vq3"]["quantization"]["bits"] == 3 and models["previs-tiny"]["quantization"] is None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -564,7 +608,7 @@ class TwoStages:
     def __init__(self):
         self.to_second, self.to_end = threading.Event(), threading.Event()
 
-    def __call__(self, bundle_dir, out_dir, *, steps, seed, progress, should_cancel) -> dict:
+    def __call__(self, bundle_dir, out_dir, *, steps, seed, progress, should_cancel, model=None) -> dict:
         for stage, gate, fraction in (("first", self.to_second, 0.1), ("second", self.to_end, 0.5)):
             progress(fraction, stage)
             while not gate.wait(0.02):

@@ -15,11 +15,11 @@ def _problem(args) -> str | None:
         return f"--seed must be between 0 and 2**63 - 1, got {args.seed}"
     import torch
 
-    from backend.pipelines.previs_pipeline import check_weights_folder
+    from backend.adapters import adapter_for
 
     if args.weights is not None:
         try:
-            check_weights_folder(Path(args.weights))
+            adapter_for(args.weights).check()
         except (OSError, ValueError) as error:
             return str(error)
     if args.device.startswith("cuda") and not torch.cuda.is_available():

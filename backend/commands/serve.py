@@ -15,7 +15,8 @@ def _token(args) -> str | None:
 
 
 def _run(args) -> int:
-    from backend.server.app import DataFolderBusy, Settings, check_bind, describe_weights
+    from backend.adapters import adapter_for
+    from backend.server.app import DataFolderBusy, Settings, check_bind
     from backend.server.jobs import DamagedDatabase
 
     try:
@@ -24,10 +25,13 @@ def _run(args) -> int:
     except (OSError, ValueError) as error:
         print(f"cinepregen serve: {error}", file=sys.stderr)
         return 2
-    if args.weights and not describe_weights(Path(args.weights))["weights_found"]:
-        print(f"cinepregen serve: no model weights folder at {args.weights}; pass --weights DIR with a saved model "
-              "(or leave it out for the default model)", file=sys.stderr)
-        return 2
+    for folder in [args.weights, *(args.model or ())]:
+        try:
+            if folder is not None:
+                adapter_for(folder).check()
+        except (OSError, ValueError) as error:
+            print(f"cinepregen serve: {error}", file=sys.stderr)
+            return 2
     import socket
 
     import uvicorn
@@ -37,6 +41,7 @@ def _run(args) -> int:
     settings = Settings(
         data_dir=Path(args.data),
         weights=Path(args.weights) if args.weights else None,
+        models=tuple(Path(folder) for folder in args.model or ()),
         device=args.device,
         token=token,
         max_upload_bytes=args.max_upload_mb * 2**20,
@@ -81,7 +86,11 @@ def add_parser(subparsers):
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default: 8765)")
-    parser.add_argument("--weights", default=None, help="model weights folder (default: backend/weights/previs-tiny)")
+    parser.add_argument("--weights", default=None,
+                        help="the default model's folder (default: backend/weights/previs-tiny; with neither "
+                             "--weights nor --model every model shipped in backend/weights is served)")
+    parser.add_argument("--model", action="append", metavar="DIR",
+                        help="another model folder to serve, picked per job by its folder name (repeatable)")
     parser.add_argument("--data", default="out/backend", help="jobs database and results (default: out/backend)")
     parser.add_argument("--token-file", default=None,
                         help="file holding the token every request must send as 'Authorization: Bearer TOKEN' "

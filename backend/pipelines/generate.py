@@ -1,7 +1,8 @@
 """``generate_shot``: the one generation entry point used by the CLI and the server.
 
-Reads a shot bundle (folder or zip), runs the previs pipeline, and writes what the Blender add-on imports:
-``shot.mp4`` (H.264, yuv420p, at the bundle's fps), ``frames/000000.png ...`` and ``metrics.json``.
+Reads a shot bundle (folder or zip), runs a model of any family in ``backend.adapters``, and writes what the
+Blender add-on imports: ``shot.mp4`` (H.264, yuv420p, at the bundle's fps), ``frames/000000.png ...`` and
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     """Generate one shot. Returns ``{"mp4", "frames_dir", "metrics", "timings"}``.
 
     ``progress(fraction, stage)`` is called with stages "load", "denoise", "write", "done"; ``should_cancel()`` is
-    polled between denoising steps and raises :class:`GenerationCancelled`. ``weights`` defaults to
-    ``backend/weights/previs-tiny``; a missing folder raises FileNotFoundError saying how to get one.
+    polled between denoising steps and raises :class:`GenerationCancelled`. ``weights`` is a model folder of any
+    family in ``backend.adapters`` (default ``backend/weights/previs-tiny``); a folder that is none raises
+    FileNotFoundError or ValueError saying what it is instead.
     """
+    from backend.adapters import adapter_for
     from backend.bundle_io import read_shot_bundle
-    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS, PrevisPipeline
+    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
     from cinepregen_addon.core.shot_bundle import write_png
 
     report = progress or (lambda fraction, stage: None)
@@ -55,7 +58,7 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     report(0.0, "load")
     bundle = read_shot_bundle(bundle_path)
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    pipeline = PrevisPipeline.from_pretrained(weights, device=device)
+    model = adapter_for(weights).load(device)
     timings["load_s"] = time.perf_counter() - start
 
     def on_step(done: int, total: int) -> None:
@@ -67,8 +70,8 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
         raise GenerationCancelled(f"generation of shot {bundle.name!r} cancelled before it started")
     mark = time.perf_counter()
     seed = bundle.seed if seed is None else seed
-    steps = pipeline.sampling["num_inference_steps"] if steps is None else steps
-    clip = pipeline(bundle, num_inference_steps=steps, seed=seed, callback=on_step)
+    steps = model.default_steps if steps is None else steps
+    clip = model.generate(bundle, steps=steps, seed=seed, callback=on_step)
     timings["denoise_s"] = time.perf_counter() - mark
 
     report(0.9, "write")

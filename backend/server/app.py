@@ -56,7 +56,8 @@ class Settings:
     """What ``cinepregen serve`` configures; limits are checked on every upload."""
 
     data_dir: Path
-    weights: Path | None = None
+    weights: Path | None = None  # the default model (None: backend/weights/previs-tiny)
+    models: tuple[Path, ...] = ()  # more model folders served beside it, picked per job by name
     device: str = "cpu"
     token: str | None = None
     max_upload_bytes: int = 512 * 2**20
@@ -136,22 +137,38 @@ def check_bind(host: str, token: str | None) -> None:
                          "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"`)")
 
 
-def describe_weights(weights: Path | None) -> dict[str, Any]:
-    """Model class and quantization of a weights folder (the pipeline's default when None), read from its configs
-    (``transformer/config.json`` or ``config.json``; ``quantization_config.json``); nothing is loaded."""
+def model_catalogue(settings: Settings) -> dict[str, Path]:
+    """The models this server serves, by name (the folder's name), the default first: ``weights`` (or the shipped
+    default) and ``models``; with neither given, every model folder shipped in ``backend/weights``."""
+    from backend.adapters import shipped_models
     from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
-    from backend.quant.serialization import CONFIG_NAME
 
-    folder = Path(weights) if weights else DEFAULT_WEIGHTS
-    model: str = folder.name
-    quantization: dict[str, Any] | str = "none (full precision)"
-    for place in (folder, folder / "transformer"):
-        if (place / "config.json").is_file():
-            model = json.loads((place / "config.json").read_text()).get("_class_name", model)
-        if (place / CONFIG_NAME).is_file():
-            quant = json.loads((place / CONFIG_NAME).read_text())
-            quantization = {key: quant.get(key) for key in ("method", "bits", "bits_per_weight")}
-    return {"model": model, "weights": folder.name, "weights_found": folder.is_dir(), "quantization": quantization}
+    folders = ([Path(settings.weights or DEFAULT_WEIGHTS), *settings.models]
+               if settings.weights or settings.models else shipped_models())
+    catalogue: dict[str, Path] = {}
+    for folder in folders:
+        name, n = folder.name, 2
+        while name in catalogue:
+            name, n = f"{folder.name}-{n}", n + 1
+        catalogue[name] = folder
+    return catalogue
+
+
+def describe_model(name: str, folder: Path) -> dict[str, Any]:
+    """A catalogue entry as ``/v1/health`` lists it (from its configs, nothing loaded); a folder that cannot be
+    served says why instead of failing the whole health answer."""
+    from backend.adapters import adapter_for
+
+    try:
+        return {"name": name, **adapter_for(folder).capabilities().to_dict()}
+    except (OSError, ValueError) as error:
+        return {"name": name, "error": str(error).replace(str(folder), name)}
+
+
+def _default_model_fields(entry: dict[str, Any]) -> dict[str, Any]:
+    """The default model in health's top-level fields (what clients before the catalogue read)."""
+    return {"model": entry.get("model_class", entry["name"]), "weights": entry["name"],
+            "weights_found": "error" not in entry, "quantization": entry.get("quantization") or "none (full precision)"}
 
 
 @contextmanager
@@ -180,12 +197,17 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Ite
 
 
 def default_generate_fn(settings: Settings) -> GenerateFn:
-    """``backend.pipelines.generate.generate_shot`` with the configured weights and device, imported on first use."""
+    """``backend.pipelines.generate.generate_shot`` with the job's model from the catalogue (the default one when
+    the job names none) on the configured device, imported on first use."""
+    catalogue = model_catalogue(settings)
 
-    def generate(bundle_dir: Path, out_dir: Path, **kwargs: Any) -> dict:
+    def generate(bundle_dir: Path, out_dir: Path, *, model: str | None = None, **kwargs: Any) -> dict:
         from backend.pipelines.generate import generate_shot
 
-        return generate_shot(bundle_dir, out_dir, weights=settings.weights, device=settings.device, **kwargs)
+        if model is not None and model not in catalogue:
+            raise ValueError(f"model {model!r} is not served here any more (it serves: {', '.join(catalogue)})")
+        folder = catalogue[model] if model else next(iter(catalogue.values()))
+        return generate_shot(bundle_dir, out_dir, weights=folder, device=settings.device, **kwargs)
 
     return generate
 
@@ -356,7 +378,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         raise
     worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings), settings.max_attempts,
                     settings.keep_days)
-    model_info = describe_weights(settings.weights)
+    catalogue = model_catalogue(settings)
     _redact_tokens_in_access_log()
 
     @asynccontextmanager
@@ -441,13 +463,16 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
-        """Which model and weights this backend runs, on which device, and how many jobs wait."""
+        """Which models this backend serves (the default first, with what each can do), on which device, and how
+        many jobs wait."""
         running = [job["id"] for job in store.list() if job["status"] == "running"]
+        models = [describe_model(name, folder) for name, folder in catalogue.items()]
         limits = {key: value for key, value in asdict(settings).items() if key.startswith("max_")}
         return {
             "status": "ok",
             "version": backend.__version__,
-            **model_info,
+            **_default_model_fields(models[0]),
+            "models": models,
             "device": settings.device,
             "queue_length": store.queue_length(),
             "running": running[0] if running else None,
@@ -460,12 +485,15 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         bundle: UploadFile = File(..., description="the shot bundle as a zip (shot_bundle.zip_bundle)"),
         steps: int | None = Form(None, description="sampling steps (the model's default when absent)"),
         seed: int | None = Form(None, description="noise seed (the bundle's seed when absent)"),
+        model: str | None = Form(None, description="a model name from /v1/health's models (the default when absent)"),
     ) -> dict[str, Any]:
         """Queue a shot: the zip is extracted and validated first, so a job always holds a readable bundle."""
         if steps is not None and not 1 <= steps <= settings.max_steps:
             raise HTTPException(422, f"steps must be between 1 and {settings.max_steps}, got {steps}")
         if seed is not None and not 0 <= seed < 2**63:
             raise HTTPException(422, f"seed must be between 0 and 2**63 - 1, got {seed}")
+        if model is not None and model not in catalogue:
+            raise HTTPException(422, f"no model {model[:80]!r} on this backend; it serves: {', '.join(catalogue)}")
         if store.queue_length() >= settings.max_queued:
             raise HTTPException(429, f"{settings.max_queued} jobs are already waiting; try again when some are done")
         job_id = uuid.uuid4().hex
@@ -478,7 +506,8 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
             staging.rename(jobs_dir / job_id)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        job = store.create(job_id, info.pop("name"), {"steps": steps, "seed": seed}, info)
+        job_settings = {"steps": steps, "seed": seed, "model": model or next(iter(catalogue))}
+        job = store.create(job_id, info.pop("name"), job_settings, info)
         worker.wake()
         logger.info("job %s (%s) queued", job_id, job["name"])
         return _public(job, jobs_dir)

@@ -205,7 +205,8 @@ class Worker:
     """The one thread that runs the model: claims the oldest queued job, runs ``generate_fn`` into
     ``result.partial``, then renames it to ``result``.
 
-    ``generate_fn(bundle_dir, out_dir, *, steps, seed, progress, should_cancel) -> dict`` returns ``mp4``,
+    ``generate_fn(bundle_dir, out_dir, *, steps, seed, model, progress, should_cancel) -> dict`` (``model``: a
+    catalogue name, or None for the default) returns ``mp4``,
     ``frames_dir``, ``metrics`` and ``timings``; whatever it raises after a cancel request counts as cancelled.
     """
 
@@ -318,6 +319,7 @@ class Worker:
                 partial,
                 steps=job["settings"].get("steps"),
                 seed=job["settings"].get("seed"),
+                model=job["settings"].get("model"),
                 progress=lambda fraction, stage: self.store.set_progress(job_id, fraction, stage),
                 should_cancel=lambda: self._stopping.is_set() or self.store.cancel_requested(job_id),
             )
