@@ -4,6 +4,7 @@ review board. What they do lives in ``bundles`` (passes), ``jobs`` (the backend)
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import bpy
 from bpy.props import IntProperty
@@ -11,8 +12,10 @@ from bpy.props import IntProperty
 from . import bundles, jobs, local_backend
 from .bundles import cancel_render, queue_shot, start_render
 from .core.backend_client import BackendError
+from .core.model_choice import FALLBACK_SHOT_LENGTH, pickable_models
 from .jobs import ACTIVE, client_for, explain, fail_or_keep_result
 from .preferences import backend_settings
+from .shots import ShotOperator
 
 
 def register_timers() -> None:
@@ -36,8 +39,9 @@ def cursor_progress(context):
         wm.progress_end()
 
 
-class ShotOperatorMixin:
-    """Operators on one shot: ``shot_index`` or, when -1, the storyboard's active shot."""
+class ShotOperatorMixin(ShotOperator):
+    """Operators on one shot: ``shot_index`` or, when -1, the storyboard's active shot; ``run`` reports a
+    ValueError, RuntimeError or OSError as the operator's error (``ShotOperator``)."""
 
     shot_index: IntProperty(name="Shot", description="Shot index (-1: the active shot)", default=-1, min=-1)
 
@@ -53,9 +57,32 @@ class ShotOperatorMixin:
             raise ValueError(f"no shot {index} (the storyboard has {len(board.shots)})")
         return index
 
+    def target_shot(self, scene):
+        return scene.cinepregen.shots[self.shot_index_in(scene)]
+
+
+def remember_models(board, health: dict) -> list[str]:
+    """Fill the board's model list from a health answer; a chosen model the backend no longer serves falls back to
+    the backend's default. Returns the names."""
+    entries = pickable_models(health)
+    board.models.clear()
+    for entry in entries:
+        item = board.models.add()
+        item.name = str(entry["name"])
+        item.family = str(entry.get("family", ""))
+        item.reads_prompt = bool(entry.get("reads_prompt", False))
+        item.default_frames = max(1, int(entry.get("default_frames") or FALLBACK_SHOT_LENGTH))
+        item.frame_rule = str(entry.get("frame_rule", "any"))
+        item.default_steps = int(entry.get("default_steps") or 0)
+        quant = entry.get("quantization")
+        item.quantization = f"{quant.get('bits_per_weight') or quant.get('bits')} bits/weight" if quant else ""
+    if board.model and board.model not in board.models:
+        board.model = ""
+    return [entry["name"] for entry in entries]
+
 
 class CINEPREGEN_OT_check_backend(bpy.types.Operator):
-    """Ask the backend which model it runs and how many jobs wait"""
+    """Ask the backend which models it serves (the board's model list) and how many jobs wait"""
 
     bl_idname = "cinepregen.check_backend"
     bl_label = "Check Backend"
@@ -67,8 +94,9 @@ class CINEPREGEN_OT_check_backend(bpy.types.Operator):
         except BackendError as error:
             self.report({"ERROR"}, explain(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, f"backend at {settings.url}: {health.get('model')} on {health.get('device')}, "
-                              f"{health.get('queue_length', 0)} job(s) queued")
+        names = remember_models(context.scene.cinepregen, health)
+        self.report({"INFO"}, f"backend at {settings.url}: {', '.join(names) or health.get('model')} on "
+                              f"{health.get('device')}, {health.get('queue_length', 0)} job(s) queued")
         return {"FINISHED"}
 
 
@@ -191,13 +219,9 @@ class CINEPREGEN_OT_cancel_shot(ShotOperatorMixin, bpy.types.Operator):
     bl_idname = "cinepregen.cancel_shot"
     bl_label = "Cancel"
 
-    def execute(self, context):
+    def run(self, context):
         scene = context.scene
-        try:
-            shot = scene.cinepregen.shots[self.shot_index_in(scene)]
-        except ValueError as error:
-            self.report({"ERROR"}, str(error))
-            return {"CANCELLED"}
+        shot = self.target_shot(scene)
         if cancel_render(scene, shot):
             self.report({"INFO"}, f"{shot.name}: pass render cancelled")
             return {"FINISHED"}
@@ -218,6 +242,67 @@ class CINEPREGEN_OT_cancel_shot(ShotOperatorMixin, bpy.types.Operator):
         return {"FINISHED"}
 
 
+class CINEPREGEN_OT_use_take(ShotOperatorMixin, bpy.types.Operator):
+    """Put the take selected in the shot's list back in the sequencer, at the shot's frames"""
+
+    bl_idname = "cinepregen.use_take"
+    bl_label = "Use Take"
+
+    def run(self, context):
+        scene = context.scene
+        shot = self.target_shot(scene)
+        take = selected_take(shot)
+        strip = jobs.place_clip(scene, shot, Path(bpy.path.abspath(take.clip_path)))
+        shot.result_path, shot.job_id = take.clip_path, take.job_id
+        shot.status_message = f"{take.name} on channel {strip.channel}"
+        self.report({"INFO"}, f"{shot.name}: {shot.status_message}")
+        return {"FINISHED"}
+
+
+class CINEPREGEN_OT_preview_take(ShotOperatorMixin, bpy.types.Operator):
+    """Show the selected take in an Image Editor (as a movie image that plays with the timeline)"""
+
+    bl_idname = "cinepregen.preview_take"
+    bl_label = "Preview in Image Editor"
+
+    def run(self, context):
+        shot = self.target_shot(context.scene)
+        image = take_image(shot, selected_take(shot))
+        shown = False
+        for window in context.window_manager.windows:
+            for area in window.screen.areas:
+                if area.type == "IMAGE_EDITOR":
+                    area.spaces.active.image = image
+                    area.spaces.active.image_user.frame_duration = image.frame_duration
+                    area.spaces.active.image_user.frame_start = shot.frame_start
+                    area.spaces.active.image_user.use_auto_refresh = True
+                    shown = True
+        self.report({"INFO"}, f"{shot.name}: {image.name} in the Image Editor" if shown else
+                              f"{shot.name}: {image.name} loaded; open an Image Editor to see it")
+        return {"FINISHED"}
+
+
+def selected_take(shot):
+    """The take selected in the shot's list; ValueError when the shot has none."""
+    if not shot.takes:
+        raise ValueError(f"{shot.name} has no takes yet: Generate Shot makes one")
+    return shot.takes[min(shot.active_take_index, len(shot.takes) - 1)]
+
+
+def take_image(shot, take):
+    """The take's clip as a movie image datablock (loaded once, named after shot and take)."""
+    path = Path(bpy.path.abspath(take.clip_path))
+    if not path.is_file():
+        raise ValueError(f"{take.name}: its clip is gone from {path}")
+    name = f"{shot.name} {take.name.split(' (')[0]}"
+    image = bpy.data.images.get(name)
+    if image is None or Path(bpy.path.abspath(image.filepath)) != path:
+        image = bpy.data.images.load(str(path), check_existing=True)
+        image.name = name
+    image.source = "MOVIE"
+    return image
+
+
 classes = (
     CINEPREGEN_OT_check_backend,
     CINEPREGEN_OT_start_backend,
@@ -225,4 +310,6 @@ classes = (
     CINEPREGEN_OT_generate_all,
     CINEPREGEN_OT_cancel_shot,
     CINEPREGEN_OT_open_board,
+    CINEPREGEN_OT_use_take,
+    CINEPREGEN_OT_preview_take,
 )

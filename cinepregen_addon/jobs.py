@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import time
 import traceback
 import urllib.parse
 from pathlib import Path
@@ -75,7 +76,8 @@ def submit_bundle(scene, index: int, client: BackendClient, folder: Path) -> str
     shot = scene.cinepregen.shots[index]
     shot_folder(shot).mkdir(parents=True, exist_ok=True)
     zip_path = shot_bundle.zip_bundle(folder, shot_folder(shot) / "bundle.zip")
-    job_id = client.submit(zip_path)
+    board = scene.cinepregen
+    job_id = client.submit(zip_path, {"model": board.model or None, "steps": board.steps or None})
     shot.job_id = job_id
     shot.status = "QUEUED"
     shot.progress = 0.0
@@ -145,7 +147,7 @@ def _follow(scene, shot, job: dict | None, client: BackendClient) -> None:
     status = STATUS_FROM_JOB.get(job["status"], "FAILED")
     shot.progress = float(job.get("progress") or 0.0)
     if status == "DONE":
-        _finish(scene, shot, client)
+        _finish(scene, shot, client, job)
     elif status == "FAILED":
         fail_shot(shot, f"generation failed: {job.get('error') or 'no reason given'}")
     elif status == "CANCELLED":
@@ -156,7 +158,20 @@ def _follow(scene, shot, job: dict | None, client: BackendClient) -> None:
         shot.status_message = f"{stage} ({shot.progress:.0%})" if status == "RUNNING" else "queued"
 
 
-def _finish(scene, shot, client: BackendClient) -> None:
+def add_take(shot, job: dict, clip: Path):
+    """Remember a generated clip as the shot's newest take (the list keeps every take, the newest selected)."""
+    settings = job.get("settings") or {}
+    take = shot.takes.add()
+    take.name = f"Take {len(shot.takes)} ({time.strftime('%m-%d %H:%M')})"
+    take.job_id, take.clip_path = shot.job_id, str(clip)
+    take.model = str(settings.get("model") or "")
+    take.seed = int(settings["seed"]) if settings.get("seed") is not None else shot.seed
+    take.steps = int(settings.get("steps") or 0)
+    shot.active_take_index = len(shot.takes) - 1
+    return take
+
+
+def _finish(scene, shot, client: BackendClient, job: dict) -> None:
     """Download the clip into the shot's folder (one folder per job) and put it in the sequencer."""
     dest = shot_folder(shot) / "clips" / shot.job_id
     try:
@@ -168,6 +183,7 @@ def _finish(scene, shot, client: BackendClient) -> None:
             fail_shot(shot, f"could not download the clip: {error}")
         return
     strip = place_clip(scene, shot, clip)
+    add_take(shot, job, clip)
     shot.result_path = str(clip)
     shot.status = "DONE"
     shot.progress = 1.0

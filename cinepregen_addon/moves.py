@@ -15,10 +15,10 @@ import math
 
 import bpy
 import numpy as np
-from bpy.props import BoolProperty, EnumProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty
 from mathutils import Vector
 
-from . import render_passes
+from . import move_properties, render_passes
 from .core import camera_moves, framing
 from .core.camera_moves import CameraPose, EditedKeyframe, LocalAdjustments, MoveSpec, Offset
 from .keyframes import write_camera_samples
@@ -256,15 +256,20 @@ class CINEPREGEN_OT_apply_move(ShotOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+MOVE_ITEMS = [(kind, kind.replace("_", " ").title(), camera_moves.MOVE_DESCRIPTIONS[kind])
+              for kind in camera_moves.MOVE_PARAMS]
+
+
 class CINEPREGEN_OT_set_move(ShotOperator, bpy.types.Operator):
     """Give the active shot a camera move from the library (its default parameters) and key its camera"""
 
     bl_idname = "cinepregen.set_move"
     bl_label = "Set Camera Move"
 
-    kind: EnumProperty(name="Move", items=[(k, k.replace("_", " ").title(), "") for k in camera_moves.MOVE_PARAMS])
-    easing: EnumProperty(name="Easing", items=[(k, k.replace("_", " ").title(), "") for k in camera_moves.EASINGS],
-                         default="ease_in_out")
+    kind: EnumProperty(name="Move", description="The camera move from the library",
+                       items=MOVE_ITEMS)
+    easing: EnumProperty(name="Easing", items=move_properties.EASING_ITEMS, default="ease_in_out",
+                         description="How the move speeds up and slows down over the shot")
 
     def run(self, context):
         shot = shot_at(context.scene)
@@ -316,5 +321,24 @@ class CINEPREGEN_OT_clear_local_adjustments(ShotOperator, bpy.types.Operator):
     def run(self, context):
         shot = shot_at(context.scene)
         shot.adjustments_json = ""
+        apply_shot_move(context.scene, shot)
+        return {"FINISHED"}
+
+
+class CINEPREGEN_OT_remove_local_adjustment(ShotOperator, bpy.types.Operator):
+    """Remove one of the active shot's local adjustments and re-key its camera"""
+
+    bl_idname = "cinepregen.remove_local_adjustment"
+    bl_label = "Remove Local Adjustment"
+
+    kind: EnumProperty(name="Kind", items=[("offset", "Offset", "A nudge at a frame"),
+                                           ("keyframe", "Pinned Keyframe", "A pose pinned at a frame"),
+                                           ("retime", "Retime", "A retiming pair")],
+                       description="Which list the adjustment is in")
+    index: IntProperty(name="Index", min=0, description="Its place in that list")
+
+    def run(self, context):
+        shot = shot_at(context.scene)
+        shot.adjustments_json = json.dumps(shot_adjustments(shot).without(self.kind, self.index).to_dict())
         apply_shot_move(context.scene, shot)
         return {"FINISHED"}

@@ -49,7 +49,7 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
     bl_label = "Bind Reference Image"
     bl_options = {"REGISTER", "UNDO"}
 
-    filepath: StringProperty(subtype="FILE_PATH")
+    filepath: StringProperty(subtype="FILE_PATH", name="Image", description="The reference image to bind")
     filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
     filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
     object_name: StringProperty(name="Object", description="Object to bind to (empty: the active object)")
@@ -91,7 +91,7 @@ class CINEPREGEN_OT_clear_reference(bpy.types.Operator):
     bl_label = "Clear Reference Image"
     bl_options = {"REGISTER", "UNDO"}
 
-    object_name: StringProperty(name="Object")
+    object_name: StringProperty(name="Object", description="Object to clear (empty: the active object)")
 
     def execute(self, context):
         obj = bpy.data.objects.get(self.object_name) if self.object_name else context.active_object
@@ -116,6 +116,7 @@ classes = (
     moves.CINEPREGEN_OT_frame_subject,
     moves.CINEPREGEN_OT_add_local_offset,
     moves.CINEPREGEN_OT_clear_local_adjustments,
+    moves.CINEPREGEN_OT_remove_local_adjustment,
     CINEPREGEN_OT_render_passes,
     CINEPREGEN_OT_bind_reference,
     CINEPREGEN_OT_clear_reference,

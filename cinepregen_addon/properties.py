@@ -2,7 +2,12 @@
 
 A shot's global camera move and the artist's local adjustments are stored as JSON strings (``move_json``,
 ``adjustments_json``) in the formats of ``core.camera_moves`` (``MoveSpec.to_dict``, ``LocalAdjustments.to_dict``),
-so they are saved with the .blend and the pure module stays the one definition of what they mean.
+so they are saved with the .blend and the pure module stays the one definition of what they mean. The panel
+edits the move through ``shot.move`` (``move_properties``: properties with units over ``move_json``); the local
+layer is shown as sentences (``LocalAdjustments.rows``) and changed by the Add/Pin/Remove operators.
+
+The board also remembers the backend's models (``models``, filled by Check Backend), the one it generates with
+(``model``) and its steps; each shot keeps every clip generated for it as a take (``takes``).
 
 A reference image is bound to an object, not to a shot: it applies in every shot the object appears in. The RNA
 property is what the panel shows; its update callback copies the path into the object's custom property
@@ -25,6 +30,8 @@ from bpy.props import (
     PointerProperty,
     StringProperty,
 )
+
+from .move_properties import CINEPREGEN_PG_move
 
 REFERENCE_PROPERTY = "cinepregen_reference"
 # Paths may be relative to the .blend ("//"); Blender warns on them unless the property says so.
@@ -95,37 +102,77 @@ def _toggle_overlay(board, context) -> None:
     overlay.sync(context)
 
 
+class CINEPREGEN_PG_take(bpy.types.PropertyGroup):
+    """One generated clip of a shot: which job, model, seed and steps made it, and where it is on disk."""
+
+    name: StringProperty(name="Take", description="Take number and when it arrived")
+    job_id: StringProperty(name="Job", description="The backend job that generated it")
+    clip_path: StringProperty(name="Clip", subtype="FILE_PATH", options=PATH_OPTIONS, description="The clip's mp4")
+    model: StringProperty(name="Model", description="The model that generated it")
+    seed: IntProperty(name="Seed", min=0, description="The noise seed it was generated with")
+    steps: IntProperty(name="Steps", min=0, description="Denoising steps (0: the model's default)")
+
+
+class CINEPREGEN_PG_model(bpy.types.PropertyGroup):
+    """A model the backend serves, as its /v1/health lists it (filled by Check Backend)."""
+
+    name: StringProperty(name="Model", description="The model's name on the backend")
+    family: StringProperty(name="Family", description="Model family (previs: ours; wan-vace: Wan 2.1 VACE)")
+    reads_prompt: BoolProperty(name="Reads Prompt", description="Whether the prompt changes the clip")
+    default_frames: IntProperty(name="Suggested Length", min=1, description="A new shot's length for this model")
+    frame_rule: StringProperty(name="Frame Rule", description="any, or 4k+1 (generated at 4k+1 frames, cut back)")
+    default_steps: IntProperty(name="Default Steps", min=0, description="The model's own number of steps")
+    quantization: StringProperty(name="Quantization", description="Bits per weight when the model is quantized")
+
+
 class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
     """One shot of the storyboard: its camera, frame range, framing, move and generation state."""
 
     name: StringProperty(name="Name", default="Shot", update=_keep_shot_names_unique,
                          description="The shot's name: its folder on disk and its strip in the sequencer")
-    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera)
-    frame_start: IntProperty(name="Start", default=1, min=0)
-    frame_end: IntProperty(name="End", default=48, min=0)
-    shot_size: EnumProperty(name="Shot Size", items=SHOT_SIZE_ITEMS, default="MS")
-    camera_angle: EnumProperty(name="Camera Angle", items=CAMERA_ANGLE_ITEMS, default="EYE_LEVEL")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
+                            description="The camera this shot is seen through; its keys in the shot's frames are "
+                                        "the shot's move")
+    frame_start: IntProperty(name="Start", default=1, min=0, description="First frame of the shot on the timeline")
+    frame_end: IntProperty(name="End", default=48, min=0, description="Last frame of the shot on the timeline")
+    shot_size: EnumProperty(name="Shot Size", items=SHOT_SIZE_ITEMS, default="MS",
+                            description="How much of the subject Frame Subject fits in the frame")
+    camera_angle: EnumProperty(name="Camera Angle", items=CAMERA_ANGLE_ITEMS, default="EYE_LEVEL",
+                               description="Where Frame Subject puts the camera relative to the subject")
     start_location: FloatVectorProperty(name="Start Location", subtype="TRANSLATION", size=3,
                                         description="Where the global camera move starts")
     start_rotation: FloatVectorProperty(name="Start Rotation", subtype="EULER", size=3,
                                         description="The camera's rotation where the global camera move starts")
-    has_start_pose: BoolProperty(name="Has Start Pose", default=False)
-    lens_mm: FloatProperty(name="Lens", default=50.0, min=1.0, soft_max=300.0, unit="CAMERA")
-    sensor_mm: FloatProperty(name="Sensor", default=36.0, min=1.0, soft_max=100.0, unit="CAMERA")
+    has_start_pose: BoolProperty(name="Has Start Pose", default=False, options={"HIDDEN"},
+                                 description="Whether the start pose was taken from the camera")
+    lens_mm: FloatProperty(name="Lens", default=50.0, min=1.0, soft_max=300.0, unit="CAMERA",
+                           description="Focal length at the start of the move (a zoom or dolly zoom changes it)")
+    sensor_mm: FloatProperty(name="Sensor", default=36.0, min=1.0, soft_max=100.0, unit="CAMERA",
+                             description="Sensor width of the camera (36 mm: full frame)")
     subject: PointerProperty(name="Subject", type=bpy.types.Object, description="What the shot frames and follows")
     framing_note: StringProperty(name="Framing Note", options={"HIDDEN"},
                                  description="What Frame Subject had to change (for example a camera under the floor)")
-    prompt: StringProperty(name="Prompt", description="What the generated clip shows")
-    seed: IntProperty(name="Seed", default=0, min=0)
-    status: EnumProperty(name="Status", items=STATUS_ITEMS, default="DRAFT")
-    status_message: StringProperty(name="Status Message")
-    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
-    job_id: StringProperty(name="Job")
-    result_path: StringProperty(name="Result", subtype="FILE_PATH", options=PATH_OPTIONS)
-    bundle_path: StringProperty(name="Shot Bundle", subtype="DIR_PATH", options=PATH_OPTIONS)
+    prompt: StringProperty(name="Prompt", description="What the generated clip shows (read by models with a text "
+                                                      "encoder; the panel says whether the chosen model has one)")
+    seed: IntProperty(name="Seed", default=0, min=0,
+                      description="Noise seed: the same passes, model and seed give the same clip")
+    status: EnumProperty(name="Status", items=STATUS_ITEMS, default="DRAFT", description="Where the shot is")
+    status_message: StringProperty(name="Status Message", description="What happened last to the shot")
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                            description="How far the pass render or the generation is")
+    job_id: StringProperty(name="Job", description="The backend job of the shot's latest take")
+    result_path: StringProperty(name="Result", subtype="FILE_PATH", options=PATH_OPTIONS,
+                                description="The clip in the sequencer (the take in use)")
+    bundle_path: StringProperty(name="Shot Bundle", subtype="DIR_PATH", options=PATH_OPTIONS,
+                                description="Folder of the shot's rendered guidance passes")
+    takes: CollectionProperty(type=CINEPREGEN_PG_take, description="Every clip generated for the shot, oldest first")
+    active_take_index: IntProperty(name="Take", default=0, min=0, description="The take selected in the list")
     bundle_fingerprint: StringProperty(name="Bundle Fingerprint", options={"HIDDEN"},
                                        description="Hash of what the shot's bundle was rendered from")
     move_json: StringProperty(name="Camera Move", description="Global camera move (camera_moves.MoveSpec as JSON)")
+    move: PointerProperty(type=CINEPREGEN_PG_move, name="Move", description="The move's parameters (over move_json)")
+    move_note: StringProperty(name="Move Note", options={"HIDDEN"},
+                              description="Why the last change of the move could not be keyed")
     adjustments_json: StringProperty(
         name="Local Adjustments", description="The artist's layer over the move (camera_moves.LocalAdjustments)"
     )
@@ -134,8 +181,9 @@ class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
 class CINEPREGEN_PG_storyboard(bpy.types.PropertyGroup):
     """The scene's storyboard: shots in order, the active one, and the viewport overlay toggle."""
 
-    shots: CollectionProperty(type=CINEPREGEN_PG_shot)
-    active_shot_index: IntProperty(name="Active Shot", default=0, min=0, update=_activate_shot)
+    shots: CollectionProperty(type=CINEPREGEN_PG_shot, description="The board's shots, in board order")
+    active_shot_index: IntProperty(name="Active Shot", default=0, min=0, update=_activate_shot,
+                                   description="The shot the panel shows; selecting one moves the timeline to it")
     show_camera_path: BoolProperty(
         name="Show Camera Path",
         description="Draw the active shot's camera path and frustum in the 3D View",
@@ -147,6 +195,13 @@ class CINEPREGEN_PG_storyboard(bpy.types.PropertyGroup):
         description="Width and height of every shot's guidance passes, and so of its generated clip "
                     "(multiples of 16 in 16:9 suit the default model)",
     )
+    models: CollectionProperty(type=CINEPREGEN_PG_model,
+                               description="Models the backend serves (Check Backend fills the list)")
+    model: StringProperty(name="Model", description="The backend model every shot of the board is generated with "
+                                                    "(empty: the backend's default; Check Backend lists them)")
+    steps: IntProperty(name="Steps", default=0, min=0, soft_max=100,
+                       description="Denoising steps per shot (0: the model's own default); more is slower and "
+                                   "usually cleaner")
     render_clay: BoolProperty(
         name="Clay Pass", default=True,
         description="Also render each shot under its own lights with grey surfaces, which models with shading "
@@ -154,7 +209,7 @@ class CINEPREGEN_PG_storyboard(bpy.types.PropertyGroup):
     )
 
 
-classes = (CINEPREGEN_PG_shot, CINEPREGEN_PG_storyboard)
+classes = (CINEPREGEN_PG_move, CINEPREGEN_PG_take, CINEPREGEN_PG_model, CINEPREGEN_PG_shot, CINEPREGEN_PG_storyboard)
 
 
 def register_properties() -> None:

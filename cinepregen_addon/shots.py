@@ -14,10 +14,10 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 from mathutils import Matrix
 
+from .core.model_choice import FALLBACK_SHOT_LENGTH
 from .core.names import next_shot_name, unique_name
 from .keyframes import remove_keys
 
-DEFAULT_SHOT_LENGTH = 48
 VIEWPORT_SENSOR_MM = 72.0  # the 3D View's lens is measured against a 72 mm sensor (a camera's default is 36 mm)
 
 
@@ -76,9 +76,24 @@ def capture_start_pose(shot) -> None:
     shot.has_start_pose = True
 
 
-def add_shot(scene, name: str = "", camera=None, length: int = DEFAULT_SHOT_LENGTH):
-    """Append a shot after the last one on the timeline, with a new camera where the scene camera is."""
+def chosen_model(board):
+    """The board's model entry (``board.models``, filled by Check Backend), or None while none is known."""
+    if not board.models:
+        return None
+    return board.models.get(board.model) if board.model else board.models[0]
+
+
+def suggested_length(board) -> int:
+    """A new shot's length: what the board's model suggests, or 2 s at 24 fps before the backend was asked."""
+    model = chosen_model(board)
+    return model.default_frames if model is not None and model.default_frames > 0 else FALLBACK_SHOT_LENGTH
+
+
+def add_shot(scene, name: str = "", camera=None, length: int = 0):
+    """Append a shot after the last one on the timeline, with a new camera where the scene camera is; ``length``
+    0 takes the board model's suggested length."""
     board = storyboard(scene)
+    length = length or suggested_length(board)
     if length < 1:
         raise ValueError(f"length: a shot needs at least 1 frame, got {length}")
     start = max((s.frame_end + 1 for s in board.shots), default=scene.frame_start)
@@ -256,8 +271,9 @@ class CINEPREGEN_OT_shot_add(bpy.types.Operator):
     bl_label = "Add Shot"
     bl_options = {"REGISTER", "UNDO"}
 
-    name: StringProperty(name="Name", default="")
-    length: IntProperty(name="Length", default=DEFAULT_SHOT_LENGTH, min=1)
+    name: StringProperty(name="Name", default="", description="The new shot's name (empty: the next Shot NNN)")
+    length: IntProperty(name="Length", default=0, min=0,
+                        description="Frames of the new shot (0: the length the board's model suggests)")
 
     @classmethod
     def poll(cls, context):
@@ -304,7 +320,8 @@ class CINEPREGEN_OT_shot_move(ShotOperator, bpy.types.Operator):
     bl_idname = "cinepregen.shot_move"
     bl_label = "Move Shot"
 
-    direction: EnumProperty(items=[("UP", "Up", ""), ("DOWN", "Down", "")], default="UP")
+    direction: EnumProperty(items=[("UP", "Up", "Earlier in the board"), ("DOWN", "Down", "Later in the board")],
+                            default="UP", name="Direction", description="Which way the shot moves in the board")
 
     def run(self, context):
         move_shot(context.scene, context.scene.cinepregen.active_shot_index, self.direction)
@@ -317,7 +334,7 @@ class CINEPREGEN_OT_shot_select(ShotOperator, bpy.types.Operator):
     bl_idname = "cinepregen.shot_select"
     bl_label = "Select Shot"
 
-    index: IntProperty(name="Shot", default=0, min=0)
+    index: IntProperty(name="Shot", default=0, min=0, description="The shot to select (its place in the board)")
 
     def run(self, context):
         shot_at(context.scene, self.index)

@@ -10,6 +10,12 @@ import json
 
 import bpy
 
+from .core.camera_moves import PARAM_SPECS
+from .core.model_choice import frame_note
+from .move_properties import shown_parameters
+from .moves import shot_adjustments
+from .shots import chosen_model
+
 STATUS_ICONS = {
     "DRAFT": "GREASEPENCIL",
     "RENDERING": "RENDER_STILL",
@@ -82,6 +88,15 @@ class CINEPREGEN_PT_storyboard(_Panel, bpy.types.Panel):
         row = layout.row(align=True)
         row.prop(board, "pass_resolution", text="")
         row.prop(board, "render_clay", toggle=True)
+        row = layout.row(align=True)
+        if board.models:
+            row.prop_search(board, "model", board, "models", text="", icon="OUTLINER_DATA_LIGHTPROBE")
+        else:
+            row.label(text="Model: the backend's default (Check Backend lists them)")
+        row.prop(board, "steps")
+        model = chosen_model(board)
+        if model is not None and model.quantization:
+            layout.label(text=f"{model.name}: {model.quantization}", icon="MOD_DECIM")
         layout.operator("cinepregen.generate_all", icon="RENDER_ANIMATION")
         row = layout.row(align=True)
         row.operator("cinepregen.check_backend", icon="URL")
@@ -100,6 +115,7 @@ class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         shot = _active_shot(context)
+        model = chosen_model(context.scene.cinepregen)
         layout.use_property_split = True
         col = layout.column()
         col.prop(shot, "camera")
@@ -115,8 +131,14 @@ class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
         col.operator("cinepregen.frame_subject", icon="CON_CAMERASOLVER")
         if shot.framing_note:
             col.label(text=shot.framing_note, icon="ERROR")
+        note = frame_note(shot.frame_end - shot.frame_start + 1, model.frame_rule) if model else ""
+        if note:
+            col.label(text=note, icon="INFO")
         col.prop(shot, "prompt")
-        col.label(text="Read by models with a text encoder; the default model does not read it", icon="INFO")
+        if model is None:
+            col.label(text="Check Backend tells whether the model reads the prompt", icon="INFO")
+        elif not model.reads_prompt:
+            col.label(text=f"{model.name} has no text encoder: the prompt is kept, not read", icon="INFO")
         row = col.row(align=True)
         row.prop(shot, "seed")
         row.operator("cinepregen.random_seed", text="", icon="FILE_REFRESH")
@@ -132,7 +154,13 @@ class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
         row.operator("cinepregen.generate_shot", icon="RENDER_ANIMATION")
         if shot.bundle_path:
             box.prop(shot, "bundle_path")
-        if shot.result_path:
+        if shot.takes:
+            box.label(text="Takes", icon="FILE_MOVIE")
+            box.template_list("CINEPREGEN_UL_takes", "", shot, "takes", shot, "active_take_index", rows=2)
+            row = box.row(align=True)
+            row.operator("cinepregen.use_take", icon="SEQ_SEQUENCER")
+            row.operator("cinepregen.preview_take", icon="IMAGE_DATA")
+        elif shot.result_path:
             box.prop(shot, "result_path")
 
 
@@ -149,19 +177,59 @@ class CINEPREGEN_PT_camera_move(_Panel, bpy.types.Panel):
         layout = self.layout
         shot = _active_shot(context)
         layout.operator_menu_enum("cinepregen.set_move", "kind", text=_move_label(shot), icon="CAMERA_DATA")
-        layout.prop(shot, "move_json", text="Move")
+        col = layout.column()
+        col.use_property_split = True
+        col.prop(shot.move, "easing")
+        for key in shown_parameters(shot):
+            if PARAM_SPECS[key].unit == "POINT":
+                row = col.row(heading=PARAM_SPECS[key].label)
+                row.prop(shot.move, f"use_{key}", text="")
+                sub = row.column(align=True)
+                sub.active = getattr(shot.move, f"use_{key}")
+                sub.prop(shot.move, key, text="")
+            else:
+                col.prop(shot.move, key)
+        col.prop(shot.move, "use_shake")
+        if shot.move.use_shake:
+            sub = col.column(align=True)
+            for key in ("shake_amplitude_m", "shake_rotation_deg", "shake_frequency_hz", "shake_seed"):
+                sub.prop(shot.move, key)
+        if shot.move_note:
+            layout.label(text=shot.move_note, icon="ERROR")
         col = layout.column(align=True)
         col.prop(shot, "start_location")
         col.prop(shot, "start_rotation")
         row = layout.row(align=True)
         row.operator("cinepregen.apply_move", icon="KEYFRAME_HLT")
         row.operator("cinepregen.apply_move", text="From Camera", icon="OBJECT_ORIGIN").capture_start = True
-        layout.label(text="Local adjustments", icon="MODIFIER")
-        layout.prop(shot, "adjustments_json", text="")
-        row = layout.row(align=True)
+        box = layout.box()
+        box.label(text="Local adjustments", icon="MODIFIER")
+        try:
+            rows = shot_adjustments(shot).rows()
+        except ValueError as error:  # hand-edited JSON: say what is wrong instead of failing the draw
+            rows = []
+            box.label(text=f"unreadable: {error}", icon="ERROR")
+        if not rows:
+            box.label(text="None: move the camera at a frame, then Add Local Offset or Pin")
+        for kind, index, sentence in rows:
+            row = box.row(align=True)
+            row.label(text=sentence, icon={"offset": "ORIENTATION_LOCAL", "keyframe": "PINNED"}.get(kind, "TIME"))
+            remove = row.operator("cinepregen.remove_local_adjustment", text="", icon="X")
+            remove.kind, remove.index = kind, index
+        row = box.row(align=True)
         row.operator("cinepregen.add_local_offset", icon="ADD")
         row.operator("cinepregen.add_local_offset", text="Pin", icon="PINNED").pin = True
         row.operator("cinepregen.clear_local_adjustments", icon="X")
+
+
+class CINEPREGEN_UL_takes(bpy.types.UIList):
+    """One row per generated clip of a shot: take, model and seed."""
+
+    def draw_item(self, context, layout, data, item, icon, active_data, active_propname, index):
+        row = layout.row(align=True)
+        in_use = bpy.path.abspath(item.clip_path) == bpy.path.abspath(data.result_path)
+        row.label(text=item.name, icon="CHECKMARK" if in_use else "FILE_MOVIE")
+        row.label(text=f"{item.model or 'default'} seed {item.seed}")
 
 
 class CINEPREGEN_PT_references(_Panel, bpy.types.Panel):
@@ -192,5 +260,6 @@ classes = (
     CINEPREGEN_PT_storyboard,
     CINEPREGEN_PT_shot,
     CINEPREGEN_PT_camera_move,
+    CINEPREGEN_UL_takes,
     CINEPREGEN_PT_references,
 )

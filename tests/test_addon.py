@@ -373,6 +373,11 @@ class RecordingLayout:
         self.operator(idname).__setattr__(property, None)
         self.log.append(("menu", f"{idname}.{property}"))
 
+    def prop_search(self, data, name, search_data, search_name, **kwargs):
+        self.prop(data, name)
+        assert search_name in search_data.bl_rna.properties, search_name
+        self.log.append(("search", f"{name} in {search_name}"))
+
     def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kwargs):
         assert hasattr(bpy.types, listtype), listtype
         assert propname in data.bl_rna.properties and active_propname in active_data.bl_rna.properties
@@ -424,8 +429,10 @@ def test_panels_and_list_draw_against_a_recording_layout(scene):
     assert {"cinepregen.shot_add", "cinepregen.apply_move", "cinepregen.render_passes", "cinepregen.bind_reference",
             "cinepregen.layout_board", "cinepregen.cancel_shot", "cinepregen.random_seed", "cinepregen.open_board",
             "cinepregen.check_backend"} <= operators
-    assert {"shot_size", "camera_angle", "move_json", "adjustments_json", "cinepregen_reference",
+    assert {"shot_size", "camera_angle", "easing", "use_shake", "cinepregen_reference", "steps",
             "show_camera_path", "progress", "bundle_path", "pass_resolution", "render_clay"} <= props
+    assert not {"move_json", "adjustments_json"} & props  # the stored JSON is never what the artist edits
+    assert any(entry[0] == "label" and "Check Backend tells whether" in entry[1] for entry in log)
     assert ("label", "hero.png") in log
     assert ("menu", "cinepregen.set_move.kind") in log
 
@@ -501,3 +508,84 @@ def test_unregister_removes_everything_and_register_restores_it(addon):
     finally:
         addon.register()
     assert "shot_add" in dir(bpy.ops.cinepregen) and hasattr(bpy.types.Scene, "cinepregen")
+
+
+def test_move_parameters_are_real_properties_over_the_stored_move(scene):
+    """``shot.move`` edits ``move_json`` with units and re-keys the camera; JSON written by a script (or an older
+    file) shows at once; a move that cannot be made leaves the keys and says why."""
+    bpy.ops.cinepregen.shot_add(name="A", length=24)
+    shot = scene.cinepregen.shots[0]
+    start = camera_moves.CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
+    assert bpy.ops.cinepregen.set_move(kind="dolly") == {"FINISHED"}
+    assert shot.move.distance == 1.0 and shot.move.easing == "ease_in_out"
+    props = shot.move.bl_rna.properties
+    assert props["distance"].unit == "LENGTH" and props["angle_deg"].subtype == "ANGLE"
+    shot.move.distance = 2.5
+    shot.move.easing = "linear"
+    spec = camera_moves.MoveSpec.from_dict(json.loads(shot.move_json))
+    assert spec.params == {"distance": 2.5} and spec.easing == "linear"
+    for sample in camera_moves.sample_move(spec, start, 1, 24):  # the camera was keyed with the new value
+        np.testing.assert_allclose(camera_state(shot.camera, sample.frame), sample_state(sample), atol=1e-4)
+
+    shot.move_json = json.dumps({"kind": "pan", "params": {"angle_deg": 90.0}})
+    assert shot.move.angle_deg == pytest.approx(math.pi / 2)
+    shot.move.angle_deg = math.radians(30.0)
+    assert json.loads(shot.move_json)["params"]["angle_deg"] == pytest.approx(30.0)
+
+    assert bpy.ops.cinepregen.set_move(kind="orbit") == {"FINISHED"}
+    ahead = np.array(shot.start_location) - camera_moves.euler_to_matrix(shot.start_rotation)[:, 2] * 5.0
+    assert not shot.move.use_target
+    np.testing.assert_allclose(shot.move.target, ahead, atol=1e-5)  # where the orbit's centre is without one
+    shot.move.use_target = True
+    np.testing.assert_allclose(json.loads(shot.move_json)["params"]["target"], ahead, atol=1e-5)
+    shot.move.target = (1.0, 2.0, 0.5)
+    assert json.loads(shot.move_json)["params"]["target"] == [1.0, 2.0, 0.5]
+    shot.move.use_shake = True
+    shot.move.shake_amplitude_m = 0.05
+    assert json.loads(shot.move_json)["shake"]["amplitude_m"] == pytest.approx(0.05)
+    shot.move.use_shake = False
+    assert json.loads(shot.move_json)["shake"] is None
+
+    assert bpy.ops.cinepregen.set_move(kind="dolly_zoom") == {"FINISHED"}
+    before = camera_state(shot.camera, 24)
+    shot.move.distance = 9.0  # past its subject 5 m ahead: refused by the move library
+    assert "not keyed" in shot.move_note and "reach the subject" in shot.move_note
+    np.testing.assert_allclose(camera_state(shot.camera, 24), before, atol=1e-6)
+    shot.move.distance = 1.0
+    assert shot.move_note == ""
+
+
+def test_local_adjustments_read_as_sentences_and_go_one_by_one(scene):
+    bpy.ops.cinepregen.shot_add(name="A", length=24)
+    shot = scene.cinepregen.shots[0]
+    assert bpy.ops.cinepregen.set_move(kind="dolly") == {"FINISHED"}
+    for frame, nudge in ((6, (0.5, 0.0, 0.0)), (18, (0.0, 0.0, -0.25))):
+        scene.frame_set(frame)
+        shot.camera.location = np.array(shot.camera.location) + nudge
+        assert bpy.ops.cinepregen.add_local_offset() == {"FINISHED"}
+    from cinepregen_addon import moves
+
+    rows = moves.shot_adjustments(shot).rows()
+    assert [r[2] for r in rows] == ["offset at frame 6: +0.50 m x", "offset at frame 18: +0.50 m x, -0.25 m z"]
+    assert bpy.ops.cinepregen.remove_local_adjustment(kind="offset", index=0) == {"FINISHED"}
+    assert [o.frame for o in moves.shot_adjustments(shot).offsets] == [18]
+    with pytest.raises(RuntimeError, match="no offset 3"):
+        bpy.ops.cinepregen.remove_local_adjustment(kind="offset", index=3)
+
+
+def test_every_property_and_operator_option_has_a_tooltip(addon):
+    """What the artist can hover says what it is: every property of the add-on's groups and operators."""
+    import cinepregen_addon
+
+    missing = []
+    for module in cinepregen_addon._modules():
+        for cls in module.classes:
+            if not issubclass(cls, bpy.types.PropertyGroup | bpy.types.Operator | bpy.types.AddonPreferences):
+                continue  # panels and lists have only Blender's own properties
+            properties = cls.bl_rna.properties
+            if issubclass(cls, bpy.types.Operator):
+                namespace, name = cls.bl_idname.split(".")
+                properties = getattr(getattr(bpy.ops, namespace), name).get_rna_type().properties
+            missing += [f"{cls.__name__}.{p.identifier}" for p in properties if not p.is_hidden
+                        and p.identifier not in ("rna_type", "name", "bl_idname") and not p.description.strip()]
+    assert not missing, ", ".join(missing)

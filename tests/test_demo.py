@@ -67,4 +67,4 @@ def test_demo_board_is_a_real_storyboard_with_strips(tmp_path):
 
 def test_demo_without_weights_says_how_to_get_them(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--weights", str(tmp_path / "none")]) == 2
-    assert "no model weights" in capsys.readouterr().out
+    assert "no model folder at" in capsys.readouterr().out

@@ -302,11 +302,11 @@ def test_render_command_generates_in_process(addon, board, tmp_path):
     assert len(frames) == FRAMES and frames[0].shape == (CLIP_SIZE[1], CLIP_SIZE[0], 3)
     assert record["metrics"]["steps"] == 1 and record["metrics"]["weights"] == weights.name
 
-    # without weights, the shot fails with the pipeline's reason and the command says so in its exit code
+    # without weights, the shot fails with the reason and the command says so in its exit code
     assert cli_main(["render", str(blend), "--shots", "Shot A", "--out", str(out), "--weights",
                      str(tmp_path / "none")]) == 1
     (record,) = json.loads((out / "summary.json").read_text())["shots"]
-    assert record["error"].startswith("FileNotFoundError: no previs model weights")
+    assert record["error"].startswith("FileNotFoundError: no model folder at")
 
 
 def test_preferences_draw_names_real_properties_and_operators(addon, prefs):
@@ -406,3 +406,45 @@ def test_passes_render_frame_by_frame_on_a_timer_then_the_shot_is_sent(addon, pr
     assert bpy.ops.cinepregen.cancel_shot(shot_index=1) == {"FINISHED"}
     assert shot.status == "CANCELLED" and addon.bundles.render_tick() is None
     assert (board.render.engine, board.view_layers[0].material_override) == (engine, override)  # ... and undone
+
+
+def test_model_picker_steps_and_takes(addon, prefs, backend, board):
+    """Check Backend lists the backend's models on the board; a job carries the chosen model and steps; every clip
+    becomes a take; an earlier take goes back into the sequencer and any take opens as a movie image."""
+    server, _ = backend
+    prefs.backend_url = server.url
+    board_props = board.cinepregen
+    assert bpy.ops.cinepregen.check_backend() == {"FINISHED"}
+    names = [m.name for m in board_props.models]
+    assert names[0] == "previs-tiny" and "previs-tiny-vq3" in names
+    vq3 = board_props.models["previs-tiny-vq3"]
+    assert vq3.quantization.endswith("bits/weight") and vq3.family == "previs" and not vq3.reads_prompt
+    assert shots_module(addon).suggested_length(board_props) == vq3.default_frames == 48
+    board_props.model, board_props.steps = "previs-tiny-vq3", 3
+    shot = board_props.shots[0]
+    takes = []
+    for seed in (4, 5):
+        shot.seed = seed
+        assert bpy.ops.cinepregen.generate_shot(shot_index=0) == {"FINISHED"}
+        job = server.http.get(f"/v1/jobs/{shot.job_id}").json()
+        assert job["settings"]["model"] == "previs-tiny-vq3" and job["settings"]["steps"] == 3
+        settle(addon, [shot])
+        assert shot.status == "DONE", shot.status_message
+        takes.append(shot.result_path)
+    assert [t.clip_path for t in shot.takes] == takes and [t.seed for t in shot.takes] == [4, 5]
+    assert shot.takes[0].model == "previs-tiny-vq3" and shot.takes[0].steps == 3 and shot.active_take_index == 1
+    shot.active_take_index = 0
+    assert bpy.ops.cinepregen.use_take(shot_index=0) == {"FINISHED"}
+    (strip,) = shot_strips(board, shot.name)
+    assert Path(strip.filepath) == Path(takes[0]) == Path(shot.result_path)
+    assert bpy.ops.cinepregen.preview_take(shot_index=0) == {"FINISHED"}
+    image = next(i for i in bpy.data.images if Path(bpy.path.abspath(i.filepath)) == Path(takes[0]))
+    assert image.source == "MOVIE" and image.frame_duration == FRAMES
+    board_props.model = "previs-gone"  # a model the backend no longer serves is refused with its name
+    with pytest.raises(RuntimeError, match="no model 'previs-gone'"):
+        bpy.ops.cinepregen.generate_shot(shot_index=1)
+    assert bpy.ops.cinepregen.check_backend() == {"FINISHED"} and board_props.model == ""
+
+
+def shots_module(addon):
+    return sys.modules[f"{addon.__name__}.shots"]

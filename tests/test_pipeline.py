@@ -139,7 +139,7 @@ def test_generate_shot_cancels_between_steps(bundle_dir, weights_dir, tmp_path):
 
 
 def test_missing_weights_is_a_clear_error(bundle_dir, tmp_path):
-    with pytest.raises(FileNotFoundError, match="no previs model weights"):
+    with pytest.raises(FileNotFoundError, match="no model folder at"):
         generate_shot(bundle_dir, tmp_path / "out", weights=tmp_path / "nowhere")
 
 
@@ -156,7 +156,7 @@ def test_cli_generate(bundle_dir, weights_dir, tmp_path, capsys):
                  "--weights", str(weights_dir)]) == 0
     assert (tmp_path / "cli" / "shot.mp4").is_file()
     assert main(["generate", str(bundle_dir), "--out", str(tmp_path / "x"), "--weights", str(tmp_path / "no")]) == 2
-    assert "no previs model weights" in capsys.readouterr().err
+    assert "no model folder at" in capsys.readouterr().err
 
 
 def test_pipeline_serves_a_quantized_transformer_folder(bundle_dir, weights_dir, tmp_path, capsys):

@@ -115,14 +115,16 @@ class BackendClient:
         """Model, weights, quantization, device and queue length of the backend."""
         return self._json("GET", "/v1/health")
 
-    def submit(self, bundle_zip_path: str | Path, settings: dict[str, int] | None = None) -> str:
-        """Queue a shot bundle zip; ``settings`` may hold ``steps`` and ``seed``. Returns the job id."""
+    def submit(self, bundle_zip_path: str | Path, settings: dict[str, int | str] | None = None) -> str:
+        """Queue a shot bundle zip; ``settings`` may hold ``steps``, ``seed`` and ``model`` (a name from
+        ``health()["models"]``). Returns the job id."""
         path = Path(bundle_zip_path)
         try:
             data = path.read_bytes()
         except OSError as error:
             raise BackendError(f"cannot read the shot bundle {path}: {error}") from None
-        fields = {key: str(int(value)) for key, value in (settings or {}).items() if value is not None}
+        fields = {key: value if isinstance(value, str) else str(int(value))
+                  for key, value in (settings or {}).items() if value is not None}
         body, content_type = encode_multipart(fields, {"bundle": (path.name, data)})
         job = self._json("POST", "/v1/jobs", body=body, content_type=content_type, timeout=self.transfer_timeout)
         return job["id"]

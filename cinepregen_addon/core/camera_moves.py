@@ -211,6 +211,21 @@ def ease(name: str, t: float) -> float:
 # start view axis). Signs: dolly/dolly_zoom + pushes in; truck + goes right; pedestal + goes up the camera's up axis;
 # pan and orbit + turn counter-clockwise seen from above; tilt + looks up; roll + turns the camera
 # counter-clockwise as seen from behind it (the horizon in the picture turns clockwise).
+MOVE_DESCRIPTIONS = {
+    "static": "The camera holds its start pose",
+    "dolly": "The camera travels along its view: in, or out with a negative distance",
+    "truck": "The camera travels sideways, right or left, keeping its aim",
+    "pedestal": "The camera rises or sinks along its up axis, keeping its aim",
+    "pan": "The camera turns left or right on the spot",
+    "tilt": "The camera turns up or down on the spot",
+    "roll": "The camera rolls about its view axis (the horizon turns)",
+    "orbit": "The camera circles the target (a moving subject too) and keeps it centred",
+    "crane": "The camera rises and reaches toward the target on a crane arm, keeping it in view",
+    "zoom": "The lens changes focal length; the camera stays put",
+    "dolly_zoom": "The camera travels while the lens keeps the subject the same size (the Vertigo effect)",
+    "follow": "The camera keeps the subject in view, travelling with it or turning from where it stands",
+    "handheld": "The camera holds its start pose with a handheld wobble",
+}
 MOVE_PARAMS: dict[str, dict[str, object]] = {
     "static": {},
     "dolly": {"distance": 1.0},
@@ -226,7 +241,50 @@ MOVE_PARAMS: dict[str, dict[str, object]] = {
     "follow": {"translate": True, "offset": None, "target_path": None},
     "handheld": {},
 }
-_VECTOR_PARAMS = {"target", "offset"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How a move parameter is edited: its label, unit, tooltip and soft range (the panel's properties are made
+    from these, so the UI and the move library agree on what each parameter means)."""
+
+    label: str
+    unit: str  # "LENGTH" (metres), "ANGLE" (degrees here, shown in the scene's rotation units), "LENS" (mm),
+    # "BOOL", "POINT" (a world point, or None)
+    description: str
+    soft_min: float = -10.0
+    soft_max: float = 10.0
+
+
+PARAM_SPECS: dict[str, ParamSpec] = {
+    "distance": ParamSpec("Distance", "LENGTH", "How far the camera travels over the shot: + pushes in (dolly, dolly "
+                          "zoom), goes right (truck) or goes up (pedestal)", -20.0, 20.0),
+    "angle_deg": ParamSpec("Angle", "ANGLE", "How far the camera turns over the shot: + pans or orbits "
+                           "counter-clockwise seen from above, tilts up, rolls the camera counter-clockwise",
+                           -360.0, 360.0),
+    "target": ParamSpec("Target", "POINT", "The world point the move turns around and keeps in view (off: the "
+                        "point Target Distance ahead of the start view; Frame Subject sets it to the subject)"),
+    "target_distance": ParamSpec("Target Distance", "LENGTH", "Without a target, how far ahead of the start view "
+                                 "the move's centre is", 0.1, 50.0),
+    "rise": ParamSpec("Rise", "LENGTH", "How far the crane lifts the camera over the shot (negative: lowers it)"),
+    "reach": ParamSpec("Reach", "LENGTH", "How far the crane's arm reaches toward the target over the shot"),
+    "lens_end_mm": ParamSpec("End Lens", "LENS", "Focal length at the end of the zoom (the start is the shot's "
+                             "lens)", 8.0, 300.0),
+    "translate": ParamSpec("Travel With Subject", "BOOL", "On: the camera travels with the subject at its offset; "
+                           "off: it stays put and only turns to keep the subject in view"),
+    "offset": ParamSpec("Offset", "POINT", "Where the camera stays relative to the followed subject (off: where it "
+                        "is at the first frame)"),
+}
+EDITABLE_PARAMS = tuple(PARAM_SPECS)  # ``target_path`` is not edited: Frame Subject takes it from the subject
+SHAKE_SPECS: dict[str, ParamSpec] = {
+    "amplitude_m": ParamSpec("Shake", "LENGTH", "Root-mean-square handheld wobble of the camera's position",
+                             0.0, 0.1),
+    "rotation_deg": ParamSpec("Shake Rotation", "ANGLE", "Root-mean-square handheld wobble of the camera's aim",
+                              0.0, 5.0),
+    "frequency_hz": ParamSpec("Shake Frequency", "NONE", "How fast the camera wobbles, in hertz", 0.1, 5.0),
+    "seed": ParamSpec("Shake Seed", "NONE", "Another seed gives another wobble of the same size", 0.0, 1000.0),
+}
+_VECTOR_PARAMS = {key for key, spec in PARAM_SPECS.items() if spec.unit == "POINT"}
 TRACKING_MOVES = ("orbit", "crane", "dolly_zoom")  # moves around a subject, made around a moving one too
 _POSITIVE_PARAMS = {"target_distance", "lens_end_mm"}
 
@@ -621,6 +679,44 @@ class LocalAdjustments:
                 )
             )
         return out
+
+    def rows(self) -> list[tuple[str, int, str]]:
+        """What the layer holds, for a person: (kind, index, sentence) per offset ("offset"), edited keyframe
+        ("keyframe") and retiming pair ("retime"), each kind in frame order; ``index`` is its place in its list."""
+
+        def delta(values, unit: str, scale: float = 1.0) -> list[str]:
+            return [f"{v * scale:+.2f}{unit} {axis}" for axis, v in zip("xyz", values, strict=True) if abs(v) > 1e-6]
+
+        found = []
+        for i, o in sorted(enumerate(self.offsets), key=lambda pair: pair[1].frame):
+            parts = delta(o.location, " m") + delta(o.rotation_euler, "\u00b0", 180.0 / math.pi)
+            parts += [f"{o.lens_mm:+.1f} mm lens"] if abs(o.lens_mm) > 1e-6 else []
+            found.append(("offset", i, f"offset at frame {o.frame}: " + (", ".join(parts) or "none")))
+        for i, k in sorted(enumerate(self.keyframes), key=lambda pair: pair[1].frame):
+            parts = []
+            if k.location is not None:
+                parts.append("at ({:.2f}, {:.2f}, {:.2f}) m".format(*k.location))
+            if k.rotation_euler is not None:
+                degrees = (math.degrees(v) for v in k.rotation_euler)
+                parts.append("turned ({:.1f}, {:.1f}, {:.1f})\u00b0".format(*degrees))
+            if k.lens_mm is not None:
+                parts.append(f"{k.lens_mm:.1f} mm lens")
+            found.append(("keyframe", i, f"pinned at frame {k.frame}: " + ", ".join(parts)))
+        for i, (shot_t, move_t) in enumerate(self.time_remap):
+            found.append(("retime", i, f"retimed: {shot_t:.0%} of the shot shows {move_t:.0%} of the move"))
+        return found
+
+    def without(self, kind: str, index: int) -> LocalAdjustments:
+        """The layer with one item of ``rows()`` removed."""
+        lists = {"offset": "offsets", "keyframe": "keyframes", "retime": "time_remap"}
+        if kind not in lists:
+            raise ValueError(f"kind: expected one of {sorted(lists)}, got {kind!r}")
+        items = list(getattr(self, lists[kind]))
+        if not 0 <= index < len(items):
+            raise ValueError(f"no {kind} {index} (the shot has {len(items)})")
+        del items[index]
+        return LocalAdjustments(**{**{"offsets": self.offsets, "keyframes": self.keyframes,
+                                      "time_remap": self.time_remap}, lists[kind]: items})
 
     def to_dict(self) -> dict:
         return {
