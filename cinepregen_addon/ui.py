@@ -14,6 +14,7 @@ from .core.camera_moves import PARAM_SPECS
 from .core.model_choice import frame_note
 from .move_properties import shown_parameters
 from .moves import shot_adjustments
+from .preferences import backend_settings
 from .shots import chosen_model
 
 STATUS_ICONS = {
@@ -98,6 +99,7 @@ class CINEPREGEN_PT_storyboard(_Panel, bpy.types.Panel):
         if model is not None and model.quantization:
             layout.label(text=f"{model.name}: {model.quantization}", icon="MOD_DECIM")
         layout.operator("cinepregen.generate_all", icon="RENDER_ANIMATION")
+        layout.label(text=f"Backend: {backend_settings(context).url}", icon="LINKED")
         row = layout.row(align=True)
         row.operator("cinepregen.check_backend", icon="URL")
         row.operator("cinepregen.open_board", icon="WINDOW")
