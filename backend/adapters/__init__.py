@@ -6,9 +6,11 @@ from pathlib import Path
 
 from backend.adapters.base import LoadedModel, ModelAdapter, ModelCapabilities
 from backend.adapters.previs import PrevisAdapter
+from backend.adapters.wan_vace import WanVaceAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (PrevisAdapter,)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (PrevisAdapter, WanVaceAdapter)
 SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = SHIPPED_WEIGHTS / "previs-tiny"  # the default model: the demo's, and the server's first
 
 
 def adapter_for(folder: str | Path) -> ModelAdapter:
@@ -42,11 +44,10 @@ def _what_is_in(folder: Path) -> str:
 
 def shipped_models() -> list[Path]:
     """The model folders shipped in ``backend/weights``, the default one first."""
-    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
-
     found = sorted(p for p in SHIPPED_WEIGHTS.iterdir() if p.is_dir() and p != DEFAULT_WEIGHTS
                    and any(a.recognises(p) for a in ADAPTERS))
     return [DEFAULT_WEIGHTS, *found]
 
 
-__all__ = ["ADAPTERS", "LoadedModel", "ModelAdapter", "ModelCapabilities", "adapter_for", "shipped_models"]
+__all__ = ["ADAPTERS", "DEFAULT_WEIGHTS", "LoadedModel", "ModelAdapter", "ModelCapabilities", "adapter_for",
+           "shipped_models"]

@@ -57,6 +57,10 @@ def _run(args) -> int:
 
 
 def add_parser(subparsers):
+    from backend.adapters import ADAPTERS, shipped_models
+
+    families = ", ".join(adapter.family for adapter in ADAPTERS)
+    shipped = ", ".join(folder.name for folder in shipped_models())
     parser = subparsers.add_parser(
         "generate", help="generate a shot's clip (mp4 + PNG frames) from a shot bundle",
         description="Generate one shot's clip from its shot bundle with a local model folder (never downloaded). "
@@ -65,6 +69,8 @@ def add_parser(subparsers):
     parser.add_argument("--out", required=True, help="output folder for shot.mp4, frames/ and metrics.json")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's setting)")
     parser.add_argument("--seed", type=int, default=None, help="noise seed (default: the bundle's seed)")
-    parser.add_argument("--weights", default=None, help="model folder (default: backend/weights/previs-tiny)")
+    parser.add_argument("--weights", default=None, help=f"model folder, of a family this backend runs "
+                        f"({families}): shipped here are {shipped}; a Wan 2.1 VACE diffusers folder works too "
+                        "(default: backend/weights/previs-tiny)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.set_defaults(func=_run)

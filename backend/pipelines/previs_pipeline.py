@@ -40,13 +40,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from backend.adapters import DEFAULT_WEIGHTS
 from backend.conditioning import batch_conditions, clip_conditions, shot_passes, working_resolution
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "previs-tiny"
 SAMPLING_DEFAULTS = {"num_inference_steps": 10, "reference_guidance_scale": 2.0, "window_frames": 16,
                      "context_frames": 4}
 REFINER_CHUNK_FRAMES = 8  # frames refined per call (bounds memory at large sizes)
