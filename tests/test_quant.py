@@ -28,18 +28,10 @@ from backend.quant import (
     size_on_disk,
 )
 from backend.quant.baselines import UniformLinear
+from backend.quant.capture import StreamedBlockInputs, capture_block_samples, forms_chain, quantized_path_inputs
 from backend.quant.kmeans import kmeans
 from backend.quant.packing import pack_codes, packed_size, unpack_codes
-from backend.quant.vq4dit import (
-    SoftVQLinear,
-    StreamedBlockInputs,
-    candidate_sets,
-    capture_block_samples,
-    forms_chain,
-    one_hot_regularizer,
-    quantized_path_inputs,
-    soft_reconstruction,
-)
+from backend.quant.vq4dit import SoftVQLinear, candidate_sets, one_hot_regularizer, soft_reconstruction
 
 HIDDEN, TOKENS, IN_CHANNELS = 64, 16, 8
 

@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from backend.quant.baselines import UniformLinear
-from backend.quant.vq4dit import QuantizedModelInfo, replace_module
+from backend.quant.capture import replace_module
+from backend.quant.vq4dit import QuantizedModelInfo
 from backend.quant.vq_linear import PackedLinear, VQLinear, tie_codebooks
 
 CONFIG_NAME = "quantization_config.json"
