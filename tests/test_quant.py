@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 from torch import nn
 
 from backend.cli import main as cinepregen
-from backend.commands.quantize import gaussian_calibration_inputs
 from backend.quant import (
     VQConfig,
     VQLinear,
@@ -28,6 +27,7 @@ from backend.quant import (
     size_on_disk,
 )
 from backend.quant.baselines import UniformLinear
+from backend.quant.calibration_inputs import config_calibration_inputs
 from backend.quant.capture import StreamedBlockInputs, capture_block_samples, forms_chain, quantized_path_inputs
 from backend.quant.kmeans import kmeans
 from backend.quant.packing import pack_codes, packed_size, unpack_codes
@@ -498,11 +498,11 @@ class CameraDiT(ImageDiT):
 
 
 def test_generic_calibration_inputs_follow_the_config_and_refuse_unknown_arguments() -> None:
-    inputs = gaussian_calibration_inputs(ImageDiT(), 2)
+    inputs = config_calibration_inputs(ImageDiT(), 2)
     assert set(inputs) == {"hidden_states", "timestep"}
     assert inputs["hidden_states"].shape == (2, 4, 3, 8, 8) and inputs["timestep"].shape == (2,)
-    with pytest.raises(ValueError, match=r"forward\(camera=...\); define make_calibration_inputs"):
-        gaussian_calibration_inputs(CameraDiT(), 2)
+    with pytest.raises(ValueError, match=r"forward\(camera=...\) from its config"):
+        config_calibration_inputs(CameraDiT(), 2)
 
 
 def test_scale_run_times_one_block_and_counts_codebook_overhead() -> None:

@@ -185,3 +185,45 @@ def test_the_server_serves_wan_beside_the_default_model(wan_folder, tmp_path):
         clip.write_bytes(server.http.get(f"/v1/jobs/{job['id']}/result.mp4").content)
         frames = read_mp4(clip)
         assert len(frames) == FRAMES and frames[0].shape == (24, 56, 3)
+
+
+@pytest.mark.parametrize("bits", [3, 2])
+def test_quantize_a_wan_folder_with_no_model_class_and_generate_from_it(wan_folder, tmp_path, capsys, bits):
+    """`cinepregen quantize` on the plain diffusers pipeline folder: the transformer (its VACE blocks too) is
+    calibrated on inputs made from its own config, the rest of the pipeline is copied, and the quantized folder
+    generates through the same adapter."""
+    from backend.cli import main
+
+    out = tmp_path / f"wan-vq{bits}"
+    assert main(["quantize", "--weights", str(wan_folder), "--out", str(out), "--bits", str(bits),
+                 "--iterations", "4", "--samples", "2"]) == 0
+    report = capsys.readouterr().out
+    assert "bits/weight in the" in report and "bits/parameter for the whole file" in report
+    saved = json.loads((out / "transformer" / "quantization_config.json").read_text())
+    assert saved["bits"] == bits and any(name.startswith("vace_blocks.") for name in saved["layers"])
+    assert any(name.startswith("blocks.") for name in saved["layers"])
+    assert saved["bits_per_weight"] < 16 and saved["run"]["mean_block_error"] > 0
+    assert {"model_index.json", "cinepregen.json", "vae", "text_encoder", "tokenizer", "scheduler"} <= \
+        {p.name for p in out.iterdir()}
+    assert adapter_for(out).capabilities().quantization["bits"] == bits
+    result = generate_shot(write_bundle(odd_bundle(), tmp_path / "bundle"), tmp_path / "clip", weights=out, seed=3)
+    assert result["metrics"]["frames"] == FRAMES and iio.imread(tmp_path / "clip" / "frames" / "000000.png").shape \
+        == (24, 56, 3)
+
+
+def test_quantize_a_class_conditional_dit_takes_its_class_count_from_the_config(tmp_path):
+    """A 10-class diffusers DiT: calibration class labels come from num_embeds_ada_norm, not a hard-coded 1000."""
+    from diffusers import DiTTransformer2DModel
+
+    from backend.cli import main
+    from backend.quant import load_quantized
+
+    torch.manual_seed(0)
+    DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=32, in_channels=4, out_channels=4,
+                          num_layers=2, sample_size=8, patch_size=2, num_embeds_ada_norm=10).save_pretrained(
+        tmp_path / "dit")
+    assert main(["quantize", "--weights", str(tmp_path / "dit"), "--out", str(tmp_path / "q"), "--bits", "3",
+                 "--iterations", "4", "--samples", "2"]) == 0
+    model = load_quantized(DiTTransformer2DModel, tmp_path / "q")
+    out = model(torch.randn(1, 4, 8, 8), timestep=torch.tensor([10]), class_labels=torch.tensor([9])).sample
+    assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()

@@ -1,5 +1,5 @@
 """A tiny but real Wan 2.1 VACE pipeline folder, built offline from diffusers' and transformers' own classes (the
-sizes of diffusers' tests), saved with ``save_pretrained`` exactly as a downloaded model folder is laid out."""
+sizes of diffusers' tests, widened to 64 so that its block layers are big enough to quantize), saved with ``save_pretrained`` exactly as a downloaded model folder is laid out."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def tiny_wan_vace_folder(folder: Path, seed: int = 0) -> Path:
     vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
     transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
-        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=32, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=128, num_layers=3, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32, vace_layers=[0, 2], vace_in_channels=96)
     text_encoder = UMT5EncoderModel(UMT5Config(vocab_size=len(WORDS) + 3, d_model=32, d_ff=37, d_kv=8, num_layers=2,
                                                num_heads=4, relative_attention_num_buckets=8, dropout_rate=0.0,

@@ -74,7 +74,10 @@ class WanVaceAdapter(ModelAdapter):
         extra = {}
         if is_quantized_folder(self.folder / "transformer"):
             extra["transformer"] = load_quantized(WanVACETransformer3DModel, self.folder / "transformer")
+        from transformers.utils import logging as transformers_logging
+
         diffusers_logging.disable_progress_bar()  # the caller shows progress; no bar per component
+        transformers_logging.disable_progress_bar()
         pipeline = WanVACEPipeline.from_pretrained(self.folder, local_files_only=True, dtype=dtype, **extra)
         pipeline.set_progress_bar_config(disable=True)
         return LoadedWanVace(pipeline.to(device), self.sampling(), self.capabilities().size_multiple)

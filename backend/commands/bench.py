@@ -196,6 +196,42 @@ def _add_vq(benchmarks) -> None:
     parser.set_defaults(func=_run_vq)
 
 
+def _run_vq_blocks(args) -> int:
+    from backend.commands.quantize import WeightsError
+    from backend.quant.benchmark import format_block_table, run_block_benchmark
+
+    try:
+        rows = run_block_benchmark(Path(args.weights), args.bits, args.methods, args.iterations, args.samples,
+                                   progress=lambda message: print(f"bench vq-blocks: {message}", file=sys.stderr,
+                                                                  flush=True))
+    except WeightsError as error:
+        print(f"bench vq-blocks: {error}", file=sys.stderr)
+        return 2
+    table = format_block_table(Path(args.weights).name, rows)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench_vq_blocks.md").write_text(table)
+        (out / "bench_vq_blocks.json").write_text(json.dumps(rows, indent=2, default=float))
+    return 0
+
+
+def _add_vq_blocks(benchmarks) -> None:
+    parser = benchmarks.add_parser(
+        "vq-blocks", help="VQ4DiT against k-means and codebook-only on any diffusers transformer's block outputs",
+        description="Quantize a model folder (ours, DiT, Wan VACE, ...) with each method at each bit width, on "
+                    "zero-data inputs from its own config, and print the block-output errors side by side.")
+    parser.add_argument("--weights", required=True, help="model or pipeline folder")
+    parser.add_argument("--bits", type=int, nargs="+", default=[3, 2], choices=(2, 3, 4))
+    parser.add_argument("--methods", nargs="+", default=["vq4dit", "codebook", "kmeans"],
+                        choices=("vq4dit", "codebook", "kmeans", "rtn", "rtn-group"))
+    parser.add_argument("--iterations", type=int, default=300, help="calibration steps per block (default: 300)")
+    parser.add_argument("--samples", type=int, default=8, help="calibration forwards (default: 8)")
+    parser.add_argument("--out", help="also write bench_vq_blocks.md and .json here")
+    parser.set_defaults(func=_run_vq_blocks)
+
+
 def _run_vq_scale(args) -> int:
     from backend.quant.benchmark import scale_run
 
@@ -278,7 +314,7 @@ def _add_service(benchmarks) -> None:
     parser.set_defaults(func=_run_service)
 
 
-BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_scale, _add_service]
+BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_blocks, _add_vq_scale, _add_service]
 
 
 def add_parser(subparsers):

@@ -2,11 +2,11 @@
 
 `--weights` is a model folder or a pipeline folder (`transformer/` beside `reference_encoder/`, `scheduler/`, ...):
 then the transformer is quantized into `OUT/transformer/` and everything else is copied unchanged.
-The model class is the one named by `_class_name` in the folder's `config.json`, looked up in `backend.models`
-(or given with `--model-class module:Class`). Calibration inputs come from the model module's
-`make_calibration_inputs(model, batch_size) -> dict` when it has one (a further parameter named after a component
-folder of the pipeline, such as `reference_encoder`, receives that component), else from Gaussian noise shaped by
-the model config (`gaussian_calibration_inputs`).
+The model class is the one named by `_class_name` in the folder's `config.json`, looked up in `backend.models`,
+then in diffusers (so a Wan VACE or DiT folder needs no `--model-class`). Calibration inputs come from the model
+module's `make_calibration_inputs(model, batch_size) -> dict` when it has one (a further parameter named after a
+component folder of the pipeline, such as `reference_encoder`, receives that component), else from the model's own
+config (`backend.quant.calibration_inputs`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def check_weights_folder(folder: Path) -> dict:
 
 
 def resolve_model_class(config: dict, model_class: str | None = None) -> type:
-    """The class to load: `module:Class` if given, else config `_class_name` searched in backend.models."""
+    """The class to load: `module:Class` if given, else config `_class_name` searched in backend.models, then in
+    diffusers (any of its models: WanVACETransformer3DModel, DiTTransformer2DModel, ...)."""
     if model_class:
         module_name, _, name = model_class.partition(":")
         return getattr(importlib.import_module(module_name), name)
@@ -54,40 +55,12 @@ def resolve_model_class(config: dict, model_class: str | None = None) -> type:
         module = importlib.import_module(f"backend.models.{info.name}")
         if isinstance(getattr(module, name, None), type):
             return getattr(module, name)
-    raise WeightsError(f"no model class {name!r} in backend.models; pass --model-class module:Class")
+    import diffusers
 
-
-def gaussian_calibration_inputs(model, batch_size: int) -> dict:
-    """Forward kwargs of Gaussian noise, a uniform timestep and random conditions, shaped by the model config.
-
-    Covers the usual diffusers argument names; a model with other required inputs must provide its own
-    `make_calibration_inputs(model, batch_size)` in its module.
-    """
-    import torch
-
-    config = dict(model.config)
-    size = config.get("sample_size", 32)
-    height, width = (size, size) if isinstance(size, int) else size
-    spatial = (config["num_frames"], height, width) if "num_frames" in config else (height, width)
-    text_dim = config.get("text_dim") or config.get("cross_attention_dim")
-    makers = {
-        "hidden_states": lambda: torch.randn(batch_size, config.get("in_channels", 4), *spatial),
-        "timestep": lambda: torch.rand(batch_size) * config.get("num_train_timesteps", 1000),
-        "encoder_hidden_states": lambda: torch.randn(batch_size, config.get("max_text_tokens", 16), text_dim),
-        "class_labels": lambda: torch.randint(config.get("num_classes", 1000), (batch_size,)),
-    }
-    makers["sample"], makers["x"], makers["t"], makers["y"] = (
-        makers["hidden_states"], makers["hidden_states"], makers["timestep"], makers["class_labels"])
-    kwargs = {}
-    for name, parameter in inspect.signature(model.forward).parameters.items():
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            continue
-        if name in makers and not (name == "encoder_hidden_states" and text_dim is None):
-            kwargs[name] = makers[name]()
-        elif parameter.default is parameter.empty:
-            raise ValueError(f"cannot make a calibration input for {type(model).__name__}.forward({name}=...); "
-                             "define make_calibration_inputs(model, batch_size) in the model's module")
-    return kwargs
+    found = getattr(diffusers, name, None)
+    if isinstance(found, type):
+        return found
+    raise WeightsError(f"no model class {name!r} in backend.models or diffusers; pass --model-class module:Class")
 
 
 def calibration_components(maker, weights: Path) -> dict:
@@ -97,11 +70,12 @@ def calibration_components(maker, weights: Path) -> dict:
     for name in inspect.signature(maker).parameters:
         folder = weights / name
         if name != "transformer" and (folder / "config.json").is_file():
-            components[name] = resolve_model_class(check_weights_folder(folder)).from_pretrained(folder).eval()
+            components[name] = resolve_model_class(check_weights_folder(folder)).from_pretrained(
+                folder, local_files_only=True).eval()
     return components
 
 
-PIPELINE_FILES = ("pipeline.json", "model_index.json")
+PIPELINE_FILES = ("pipeline.json", "model_index.json", "cinepregen.json")
 
 
 def _copy_pipeline_parts(weights: Path, out: Path) -> None:
@@ -119,6 +93,7 @@ def _run(args) -> int:
     from tqdm import tqdm
 
     from backend.quant import bits_to_vq_config, quantize_model, save_quantized, size_on_disk
+    from backend.quant.calibration_inputs import config_calibration_inputs
 
     logging.basicConfig(level=logging.WARNING)
     weights, out = Path(args.weights), Path(args.out)
@@ -127,12 +102,12 @@ def _run(args) -> int:
     try:
         config_json = check_weights_folder(model_folder)
         cls = resolve_model_class(config_json, args.model_class)
-        maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None) or gaussian_calibration_inputs
+        maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None) or config_calibration_inputs
         components = calibration_components(maker, weights) if is_pipeline else {}
     except WeightsError as error:
         print(f"cinepregen quantize: {error}", file=sys.stderr)
         return 2
-    model = cls.from_pretrained(model_folder, low_cpu_mem_usage=False).eval()
+    model = cls.from_pretrained(model_folder, local_files_only=True).eval()
     overrides = {k: v for k, v in (("iterations", args.iterations), ("calibration_samples", args.samples),
                                    ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None}
     if args.codebooks:
@@ -150,7 +125,10 @@ def _run(args) -> int:
         _copy_pipeline_parts(weights, out)
     save_quantized(model, model_out, info)
     block_error, path_error = (_figure(value) for value in (info.mean_block_error, info.path_error))
-    print(f"{args.method} {args.bits}-bit: {info.bits_per_weight:.3f} bits/weight (codebooks included), "
+    stored = json.loads((model_out / "quantization_config.json").read_text())
+    print(f"{args.method} {args.bits}-bit: {info.bits_per_weight:.3f} bits/weight in the {len(info.layers)} quantized "
+          f"layers (codebooks included), {stored['bits_per_parameter']:.2f} bits/parameter for the whole file "
+          f"({len(info.skipped)} layers kept in full precision), "
           f"model {size_on_disk(model_out) / 2**20:.2f} MiB on disk vs {size_on_disk(model_folder) / 2**20:.2f} MiB "
           f"full precision, mean relative block-output MSE {block_error} (full-precision inputs), "
           f"last block's {path_error} (all blocks quantized), {info.seconds:.1f} s -> {out}")

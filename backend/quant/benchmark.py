@@ -158,3 +158,43 @@ def scale_run(bits: int = 2, iterations: int | None = None, samples: int | None 
             "bits_per_weight": info.bits_per_weight, "fp16_size_ratio": 16 / info.bits_per_weight,
             "blocks": shape["blocks"], "extrapolated_s": per_block["total_s"] * shape["blocks"],
             "threads": torch.get_num_threads()}
+
+
+def run_block_benchmark(folder: Path, bits: list[int], methods: list[str], iterations: int | None = None,
+                        samples: int | None = None, progress: Callable[[str], None] = lambda message: None) -> list:
+    """Every method at every bit width on any diffusers transformer folder (a model or a pipeline's
+    ``transformer/``), calibrated on the model's own zero-data inputs (``config_calibration_inputs``, or its
+    module's ``make_calibration_inputs``): bits per weight, block-output error on full-precision inputs and the last
+    block's with every block quantized, seconds. The model is loaded afresh for each run."""
+    import sys
+
+    from backend.commands.quantize import check_weights_folder, resolve_model_class
+    from backend.quant.calibration_inputs import config_calibration_inputs
+
+    folder = folder / "transformer" if (folder / "transformer" / "config.json").is_file() else folder
+    cls = resolve_model_class(check_weights_folder(folder))
+    maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None) or config_calibration_inputs
+    rows = []
+    for width in bits:
+        overrides = {k: v for k, v in (("iterations", iterations), ("calibration_samples", samples)) if v is not None}
+        config = bits_to_vq_config(width, **overrides)
+        for method in methods:
+            model = cls.from_pretrained(folder, local_files_only=True).eval()
+            progress(f"{method} {width}-bit")
+            batch = config.batch_size
+            info = quantize_model(model, method, width, config,
+                                  make_calibration_inputs=lambda model=model, batch=batch: maker(model, batch))
+            rows.append({"bits": width, "method": method, "bits_per_weight": info.bits_per_weight,
+                         "block_error": info.mean_block_error, "path_error": info.path_error,
+                         "seconds": info.seconds, "layers": len(info.layers)})
+    return rows
+
+
+def format_block_table(model: str, rows: list) -> str:
+    lines = [f"Block-output errors of {model} (relative MSE on held-out zero-data inputs; path: every block "
+             "quantized)", "", "| bits | method | bits/weight | block error | path error | seconds |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['bits']} | {row['method']} | {row['bits_per_weight']:.3f} | "
+                     f"{_cell(row['block_error'], '.4g')} | {_cell(row['path_error'], '.4g')} | {row['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"

@@ -20,11 +20,15 @@ BlockSample = tuple[tuple, dict, torch.Tensor]  # (args, kwargs, full-precision 
 
 
 def find_blocks(model: nn.Module) -> list[nn.Module]:
-    """The transformer blocks of a DiT: `model.transformer_blocks` (diffusers) or `model.blocks` (DiT)."""
-    for name in ("transformer_blocks", "blocks"):
+    """The transformer blocks of a DiT in the order a forward runs them: Wan VACE's `vace_blocks` (their hints feed
+    the main blocks), then `transformer_blocks` (diffusers) or `blocks` (DiT, Wan)."""
+    found = []
+    for name in ("vace_blocks", "transformer_blocks", "blocks"):
         blocks = getattr(model, name, None)
         if isinstance(blocks, nn.ModuleList | Sequence) and len(blocks):
-            return list(blocks)
+            found += list(blocks)
+            if name != "vace_blocks":
+                return found
     raise ValueError("model has no `transformer_blocks` or `blocks`; pass the list of blocks explicitly")
 
 
