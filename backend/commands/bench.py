@@ -162,6 +162,17 @@ def _add_generate(benchmarks) -> None:
     parser.set_defaults(func=_run_generate)
 
 
+def _print_and_write(table: str, results, out: str | None, stem: str) -> None:
+    """Print a benchmark's table; with ``out``, also write it (``STEM.md``) and its figures (``STEM.json``) there."""
+    print(table)
+    if out:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.md").write_text(table)
+        (folder / f"{stem}.json").write_text(json.dumps(results, indent=2, default=float))
+        print(f"wrote {folder / f'{stem}.md'} and {folder / f'{stem}.json'}")
+
+
 def _run_vq(args) -> int:
     from backend.quant.benchmark import format_table, run_vq_benchmark
 
@@ -170,14 +181,7 @@ def _run_vq(args) -> int:
         bits=args.bits, methods=args.methods, iterations=args.iterations, samples=args.samples,
         progress=lambda message: print(f"bench vq: {message}", file=sys.stderr, flush=True),
     )
-    table = format_table(results)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_vq.md").write_text(table)
-        (out / "bench_vq.json").write_text(json.dumps(results, indent=2, default=float))
-        print(f"wrote {out / 'bench_vq.md'} and {out / 'bench_vq.json'}")
+    _print_and_write(format_table(results), results, args.out, "bench_vq")
     return 0
 
 
@@ -207,13 +211,7 @@ def _run_vq_blocks(args) -> int:
     except WeightsError as error:
         print(f"bench vq-blocks: {error}", file=sys.stderr)
         return 2
-    table = format_block_table(Path(args.weights).name, rows)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench_vq_blocks.md").write_text(table)
-        (out / "bench_vq_blocks.json").write_text(json.dumps(rows, indent=2, default=float))
+    _print_and_write(format_block_table(Path(args.weights).name, rows), rows, args.out, "bench_vq_blocks")
     return 0
 
 
