@@ -73,7 +73,9 @@ class WanVaceAdapter(ModelAdapter):
         dtype = torch.float32 if device == "cpu" else torch.bfloat16
         extra = {}
         if is_quantized_folder(self.folder / "transformer"):
-            extra["transformer"] = load_quantized(WanVACETransformer3DModel, self.folder / "transformer")
+            # on an accelerator each layer is dequantized per call: peak memory is the packed weights plus one layer
+            mode = "cached" if device == "cpu" else "per_call"
+            extra["transformer"] = load_quantized(WanVACETransformer3DModel, self.folder / "transformer", mode=mode)
         from transformers.utils import logging as transformers_logging
 
         diffusers_logging.disable_progress_bar()  # the caller shows progress; no bar per component
