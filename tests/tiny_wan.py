@@ -1,5 +1,6 @@
 """A tiny but real Wan 2.1 VACE pipeline folder, built offline from diffusers' and transformers' own classes (the
-sizes of diffusers' tests, widened to 64 so that its block layers are big enough to quantize), saved with ``save_pretrained`` exactly as a downloaded model folder is laid out."""
+sizes of diffusers' tests, widened to 64 so that its block layers are big enough to quantize), saved with
+``save_pretrained`` exactly as a downloaded model folder is laid out."""
 
 from __future__ import annotations
 
