@@ -134,7 +134,8 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
     named in `quantization_config.json`, then load the packed weights strictly (every key must match).
 
     Pass the model class (built from the folder's `config.json`), a model instance to convert in place, or None
-    to use the class recorded at save time.
+    to use the class recorded at save time. A class is built without allocating its parameters (accelerate's empty
+    weights), so loading needs the packed size in memory, not the full-precision model's.
     """
     folder = Path(folder)
     if not is_quantized_folder(folder):
@@ -144,9 +145,12 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
         raise ValueError(f"unsupported quantized format version {config.get('format_version')} in {folder}")
     if isinstance(model_class_or_base_model, nn.Module):
         model = model_class_or_base_model
-    else:
+    else:  # the skeleton's parameters are never allocated: only the packed layers and the kept weights are
+        from accelerate import init_empty_weights
+
         cls = model_class_or_base_model or _import_class(config["model_class"])
-        model = cls.from_config(cls.load_config(folder))
+        with init_empty_weights(include_buffers=False):  # buffers (rotary tables, ...) are made as usual
+            model = cls.from_config(cls.load_config(folder))
     for name, entry in config["layers"].items():
         shape = (entry["in_features"], entry["out_features"])
         if entry["kind"] == "vq":
@@ -163,5 +167,13 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
             sharing.setdefault(entry["codebook"], [entry["codebook"]]).append(name)
     for names in sharing.values():
         tie_codebooks([model.get_submodule(name) for name in names])
-    model.load_state_dict(state, strict=True)
+    targets = model.state_dict(keep_vars=True)
+    for key, value in state.items():  # kept weights are stored rounded to bf16/fp16; compute in the model's dtype
+        target = targets.get(key)
+        if target is not None and value.is_floating_point() and target.dtype != value.dtype:
+            state[key] = value.to(target.dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    still_empty = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
+    if still_empty:
+        raise ValueError(f"{folder}: the stored weights leave {still_empty[:3]} unset")
     return model.eval()
