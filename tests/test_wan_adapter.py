@@ -227,3 +227,20 @@ def test_quantize_a_class_conditional_dit_takes_its_class_count_from_the_config(
     model = load_quantized(DiTTransformer2DModel, tmp_path / "q")
     out = model(torch.randn(1, 4, 8, 8), timestep=torch.tensor([10]), class_labels=torch.tensor([9])).sample
     assert out.shape == (1, 4, 8, 8) and torch.isfinite(out).all()
+
+
+def test_the_wan_benchmark_measures_every_variant_at_a_given_shape(monkeypatch):
+    """`bench wan`'s machinery on a small shape of the same architecture (the real ones need a GPU's time)."""
+    from backend.quant import wan_benchmark
+
+    monkeypatch.setitem(wan_benchmark.WAN_SHAPES, "test", dict(num_attention_heads=2, attention_head_dim=32,
+                                                               ffn_dim=128, num_layers=2, vace_layers=[0]))
+    result = wan_benchmark.run("test", "cpu", frames=5, height=32, width=32, variants=[None, 3, 2], iterations=2)
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert list(rows) == ["fp32", "VQ4DiT 3-bit", "VQ4DiT 2-bit"]
+    # (at this size the text embedder, kept in full precision, and the codebooks weigh most; see the README)
+    assert max(rows["VQ4DiT 2-bit"]["parameter_bytes"], rows["VQ4DiT 3-bit"]["parameter_bytes"]) \
+        < rows["fp32"]["parameter_bytes"]
+    assert all(row["seconds_per_step"] > 0 and row["peak_memory_bytes"] > 0 for row in rows.values())
+    assert result["calibration"]["blocks"] == 3 and result["calibration"]["kmeans_seconds"] > 0
+    assert "| VQ4DiT 2-bit |" in wan_benchmark.format_wan_table(result)

@@ -230,6 +230,46 @@ def _add_vq_blocks(benchmarks) -> None:
     parser.set_defaults(func=_run_vq_blocks)
 
 
+def _run_wan(args) -> int:
+    import torch
+
+    from backend.quant.wan_benchmark import format_wan_table, run
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"bench wan: --device {device}: this torch build has no usable CUDA device", file=sys.stderr)
+        return 2
+    on_gpu = device != "cpu"
+    frames = args.frames or (81 if on_gpu else 5)
+    height, width = args.height or (480 if on_gpu else 240), args.width or (832 if on_gpu else 416)
+    if (frames - 1) % 4 or height % 16 or width % 16:
+        print("bench wan: frames must be 4k+1 and height and width multiples of 16", file=sys.stderr)
+        return 2
+    variants = [None if v == "full" else int(v) for v in args.variants]
+    result = run(args.shape, device, frames, height, width, variants, args.iterations or (100 if on_gpu else 4),
+                 progress=lambda message: print(f"bench wan: {message}", file=sys.stderr, flush=True))
+    _print_and_write(format_wan_table(result), result, args.out, f"bench_wan_{args.shape}")
+    return 0
+
+
+def _add_wan(benchmarks) -> None:
+    parser = benchmarks.add_parser(
+        "wan", help="Wan 2.1 VACE at its real shapes: memory and seconds per step, full precision and VQ4DiT",
+        description="Build the Wan 2.1 VACE transformer at the 1.3B or 14B shape with random weights (no download) "
+                    "and measure parameter bytes, peak memory and seconds per denoising step for full precision "
+                    "and packed VQ4DiT layers (3 and 2 bits, dequantized per call), and the seconds VQ4DiT needs "
+                    "for one block. On a GPU: 480x832, 81 frames by default; on a CPU: 240x416, 5 frames.")
+    parser.add_argument("--shape", choices=("1.3B", "14B"), default="1.3B")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when there is one)")
+    parser.add_argument("--frames", type=int, help="frames (4k+1)")
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--variants", nargs="+", default=["full", "3", "2"], choices=("full", "3", "2"))
+    parser.add_argument("--iterations", type=int, help="calibration steps for the one-block timing")
+    parser.add_argument("--out", help="also write bench_wan_SHAPE.md and .json here")
+    parser.set_defaults(func=_run_wan)
+
+
 def _run_vq_scale(args) -> int:
     from backend.quant.benchmark import scale_run
 
@@ -312,7 +352,7 @@ def _add_service(benchmarks) -> None:
     parser.set_defaults(func=_run_service)
 
 
-BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_blocks, _add_vq_scale, _add_service]
+BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_blocks, _add_vq_scale, _add_wan, _add_service]
 
 
 def add_parser(subparsers):
