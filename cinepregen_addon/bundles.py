@@ -62,7 +62,6 @@ def shot_bundle_folder(scene, index: int, progress: render_passes.ProgressFn | N
     return fresh_bundle(scene, index, fingerprint) or render_bundle(scene, index, progress, fingerprint)
 
 
-
 def queue_shot(scene, index: int, client: BackendClient, progress: render_passes.ProgressFn | None = None) -> str:
     """Render (if needed), zip and submit one shot, all at once (scripts, batch jobs, headless Blender)."""
     return submit_bundle(scene, index, client, shot_bundle_folder(scene, index, progress))
@@ -119,7 +118,7 @@ def render_tick() -> float | None:
             try:
                 submit_bundle(scene, index, client_for(backend_settings(bpy.context)), finished.value)
             except (BackendError, ValueError, OSError) as error:
-                fail_shot(shot, explain(error) if isinstance(error, BackendError) else str(error))
+                fail_shot(shot, explain(error))
     except Exception as error:  # a renderer failure reaches the artist as the shot's message, not a traceback
         _renders.pop(0)
         traceback.print_exc()

@@ -39,7 +39,7 @@ def cursor_progress(context):
         wm.progress_end()
 
 
-class ShotOperatorMixin(ShotOperator):
+class IndexedShotOperator(ShotOperator):
     """Operators on one shot: ``shot_index`` or, when -1, the storyboard's active shot; ``run`` reports a
     ValueError, RuntimeError or OSError as the operator's error (``ShotOperator``)."""
 
@@ -118,7 +118,7 @@ class CINEPREGEN_OT_start_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class CINEPREGEN_OT_generate_shot(ShotOperatorMixin, bpy.types.Operator):
+class CINEPREGEN_OT_generate_shot(IndexedShotOperator, bpy.types.Operator):
     """Send the shot to the backend, rendering its guidance passes first when they changed; the clip arrives in the sequencer at the shot's frames"""  # noqa: E501  (one line: Blender shows a docstring's newlines in the tooltip)
 
     bl_idname = "cinepregen.generate_shot"
@@ -145,7 +145,7 @@ class CINEPREGEN_OT_generate_shot(ShotOperatorMixin, bpy.types.Operator):
             with cursor_progress(context) as progress:
                 job_id = queue_shot(scene, index, client, progress)
         except (BackendError, ValueError, OSError) as error:
-            message = explain(error) if isinstance(error, BackendError) else str(error)
+            message = explain(error)
             fail_or_keep_result(shot, message)
             self.report({"ERROR"}, f"{shot.name}: {message}")
             return {"CANCELLED"}
@@ -161,7 +161,7 @@ class CINEPREGEN_OT_generate_all(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return ShotOperatorMixin.poll(context)
+        return IndexedShotOperator.poll(context)
 
     def execute(self, context):
         scene = context.scene
@@ -187,7 +187,7 @@ class CINEPREGEN_OT_generate_all(bpy.types.Operator):
                         start_render(scene, index, submit=True)
                     queued.append(shot.name)
                 except (BackendError, ValueError, OSError) as error:
-                    fail_or_keep_result(shot, explain(error) if isinstance(error, BackendError) else str(error))
+                    fail_or_keep_result(shot, explain(error))
                     failed.append(f"{shot.name}: {shot.status_message}")
         if failed:
             self.report({"ERROR"}, f"queued {len(queued)} shot(s); failed: " + "; ".join(failed))
@@ -213,7 +213,7 @@ class CINEPREGEN_OT_open_board(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class CINEPREGEN_OT_cancel_shot(ShotOperatorMixin, bpy.types.Operator):
+class CINEPREGEN_OT_cancel_shot(IndexedShotOperator, bpy.types.Operator):
     """Cancel the shot's job on the backend"""
 
     bl_idname = "cinepregen.cancel_shot"
@@ -242,7 +242,7 @@ class CINEPREGEN_OT_cancel_shot(ShotOperatorMixin, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class CINEPREGEN_OT_use_take(ShotOperatorMixin, bpy.types.Operator):
+class CINEPREGEN_OT_use_take(IndexedShotOperator, bpy.types.Operator):
     """Put the take selected in the shot's list back in the sequencer, at the shot's frames"""
 
     bl_idname = "cinepregen.use_take"
@@ -259,7 +259,7 @@ class CINEPREGEN_OT_use_take(ShotOperatorMixin, bpy.types.Operator):
         return {"FINISHED"}
 
 
-class CINEPREGEN_OT_preview_take(ShotOperatorMixin, bpy.types.Operator):
+class CINEPREGEN_OT_preview_take(IndexedShotOperator, bpy.types.Operator):
     """Show the selected take in an Image Editor (as a movie image that plays with the timeline)"""
 
     bl_idname = "cinepregen.preview_take"

@@ -66,9 +66,11 @@ def client_for(settings: BackendSettings, timeout: float = QUICK_TIMEOUT) -> Bac
     return client
 
 
-def explain(error: BackendError) -> str:
+def explain(error: Exception) -> str:
+    """The sentence an artist reads for an error; a backend that is not running comes with how to start one."""
     message = str(error)
-    return f"{message}; {START_HINT}" if error.status is None and "no backend running" in message else message
+    not_running = isinstance(error, BackendError) and error.status is None and "no backend running" in message
+    return f"{message}; {START_HINT}" if not_running else message
 
 
 def submit_bundle(scene, index: int, client: BackendClient, folder: Path) -> str:
@@ -84,7 +86,6 @@ def submit_bundle(scene, index: int, client: BackendClient, folder: Path) -> str
     shot.status_message = f"queued on {client.url}"
     ensure_polling()
     return job_id
-
 
 
 def fail_shot(shot, message: str) -> None:

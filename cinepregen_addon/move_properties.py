@@ -32,8 +32,10 @@ def shot_of(move_group):
 
 def _spec(shot) -> MoveSpec:
     """The shot's move; JSON the artist is still typing by hand reads as a static move (a draw must not fail)."""
+    from .moves import shot_move_spec  # moves imports this module for its easing items
+
     try:
-        return MoveSpec.from_dict(json.loads(shot.move_json)) if shot.move_json.strip() else MoveSpec()
+        return shot_move_spec(shot)
     except (ValueError, TypeError):
         return MoveSpec()
 

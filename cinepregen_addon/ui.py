@@ -10,7 +10,7 @@ import json
 
 import bpy
 
-from .core.camera_moves import PARAM_SPECS
+from .core.camera_moves import PARAM_SPECS, SHAKE_SPECS
 from .core.model_choice import frame_note
 from .move_properties import shown_parameters
 from .moves import shot_adjustments
@@ -194,8 +194,8 @@ class CINEPREGEN_PT_camera_move(_Panel, bpy.types.Panel):
         col.prop(shot.move, "use_shake")
         if shot.move.use_shake:
             sub = col.column(align=True)
-            for key in ("shake_amplitude_m", "shake_rotation_deg", "shake_frequency_hz", "shake_seed"):
-                sub.prop(shot.move, key)
+            for key in SHAKE_SPECS:
+                sub.prop(shot.move, f"shake_{key}")
         if shot.move_note:
             layout.label(text=shot.move_note, icon="ERROR")
         col = layout.column(align=True)

@@ -67,7 +67,8 @@ def config_calibration_inputs(model, batch_size: int) -> dict:
     }
     makers["sample"] = makers["hidden_states"]
     kwargs = {}
-    for name, parameter in inspect.signature(model.forward).parameters.items():
+    parameters = inspect.signature(model.forward).parameters
+    for name, parameter in parameters.items():
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         if makers.get(name) is not None:
@@ -75,6 +76,6 @@ def config_calibration_inputs(model, batch_size: int) -> dict:
         elif parameter.default is parameter.empty:
             raise ValueError(f"cannot make a calibration input for {type(model).__name__}.forward({name}=...) from "
                              "its config; give the model's module a make_calibration_inputs(model, batch_size)")
-    if "return_dict" in inspect.signature(model.forward).parameters:
+    if "return_dict" in parameters:
         kwargs["return_dict"] = False
     return kwargs

@@ -196,10 +196,10 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Ite
         sock.close()
 
 
-def default_generate_fn(settings: Settings) -> GenerateFn:
-    """``backend.pipelines.generate.generate_shot`` with the job's model from the catalogue (the default one when
-    the job names none) on the configured device, imported on first use."""
-    catalogue = model_catalogue(settings)
+def default_generate_fn(settings: Settings, catalogue: dict[str, Path] | None = None) -> GenerateFn:
+    """``backend.pipelines.generate.generate_shot`` with the job's model from the catalogue (``model_catalogue``
+    unless given; the default one when the job names none) on the configured device, imported on first use."""
+    catalogue = catalogue if catalogue is not None else model_catalogue(settings)
 
     def generate(bundle_dir: Path, out_dir: Path, *, model: str | None = None, **kwargs: Any) -> dict:
         from backend.pipelines.generate import generate_shot
@@ -376,9 +376,10 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
     except Exception:
         lock.release()
         raise
-    worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings), settings.max_attempts,
-                    settings.keep_days)
     catalogue = model_catalogue(settings)
+    models = [describe_model(name, folder) for name, folder in catalogue.items()]  # from configs, read once
+    worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings, catalogue), settings.max_attempts,
+                    settings.keep_days)
     _redact_tokens_in_access_log()
 
     @asynccontextmanager
@@ -466,7 +467,6 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         """Which models this backend serves (the default first, with what each can do), on which device, and how
         many jobs wait."""
         running = [job["id"] for job in store.list() if job["status"] == "running"]
-        models = [describe_model(name, folder) for name, folder in catalogue.items()]
         limits = {key: value for key, value in asdict(settings).items() if key.startswith("max_")}
         return {
             "status": "ok",

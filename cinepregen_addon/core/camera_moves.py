@@ -256,6 +256,7 @@ class ParamSpec:
     soft_max: float = 10.0
 
 
+# Every parameter but ``target_path``, which is not edited: Frame Subject takes it from the subject.
 PARAM_SPECS: dict[str, ParamSpec] = {
     "distance": ParamSpec("Distance", "LENGTH", "How far the camera travels over the shot: + pushes in (dolly, dolly "
                           "zoom), goes right (truck) or goes up (pedestal)", -20.0, 20.0),
@@ -275,7 +276,6 @@ PARAM_SPECS: dict[str, ParamSpec] = {
     "offset": ParamSpec("Offset", "POINT", "Where the camera stays relative to the followed subject (off: where it "
                         "is at the first frame)"),
 }
-EDITABLE_PARAMS = tuple(PARAM_SPECS)  # ``target_path`` is not edited: Frame Subject takes it from the subject
 SHAKE_SPECS: dict[str, ParamSpec] = {
     "amplitude_m": ParamSpec("Shake", "LENGTH", "Root-mean-square handheld wobble of the camera's position",
                              0.0, 0.1),
