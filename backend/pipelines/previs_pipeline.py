@@ -16,7 +16,8 @@ without context channels generates the whole shot as one clip.
 
 The DiT samples at its working resolution (its token budget); the frame refiner (``backend.models.frame_refiner``),
 when the folder has one, brings each window's frames to the bundle's resolution with the full-resolution passes.
-Without one, frames are upsampled bilinearly.
+Without one, frames are upsampled bilinearly. Before that, the seams between the DiT's patches are smoothed where
+the passes show no real edge (``backend.pipelines.patch_seams``).
 
 Weights folder layout (``save_pretrained``/``from_pretrained``)::
 
@@ -41,10 +42,11 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.adapters import DEFAULT_WEIGHTS
-from backend.conditioning import batch_conditions, clip_conditions, shot_passes, working_resolution
+from backend.conditioning import GUIDANCE_CHANNELS, batch_conditions, clip_conditions, shot_passes, working_resolution
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
+from backend.pipelines.patch_seams import smooth_patch_seams
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
 SAMPLING_DEFAULTS = {"num_inference_steps": 10, "reference_guidance_scale": 2.0, "window_frames": 16,
@@ -135,7 +137,7 @@ class PrevisPipeline:
     def __call__(self, bundle, *, num_inference_steps: int | None = None, seed: int | None = None,
                  reference_guidance_scale: float | None = None, masked: bool = True, independent_frames: bool = False,
                  references_override: dict[int, np.ndarray] | None = None,
-                 reference_strengths: dict[int, float] | None = None,
+                 reference_strengths: dict[int, float] | None = None, smooth_seams: bool = True,
                  callback: StepCallback | None = None) -> np.ndarray:
         """Generate the shot: (F, H, W, 3) float32 frames in [0, 1] at the bundle's resolution.
 
@@ -147,6 +149,8 @@ class PrevisPipeline:
             independent_frames: generate each frame as a clip of length 1 with fresh noise (the temporal baseline).
             references_override: object id -> RGB uint8 image, replacing the bundle's references for this call.
             reference_strengths: object id -> strength (default 1; 0 switches a reference off).
+            smooth_seams: take the patch grid out of the DiT's frames (``backend.pipelines.patch_seams``) before
+                they are refined; False shows the grid (the baseline of that step).
             callback: called after every denoising step with (done, total); raise from it to cancel.
         """
         # 1. Check inputs and defaults
@@ -202,6 +206,9 @@ class PrevisPipeline:
                 masks = inputs["object_masks"][:, active].to(self.device)
             sample = self._denoise(inputs["guidance"].to(self.device), inputs["shading"].to(self.device),
                                    context_input, tokens, masks, strengths, steps, scale, generator, step_callback)
+            if smooth_seams:
+                sample = smooth_patch_seams(sample[0], inputs["guidance"][0, :, :GUIDANCE_CHANNELS].to(self.device),
+                                            config.patch_size)[None]
             low[start + context:start + length] = sample[0, context:]
             video[start + context:start + length] = self._to_bundle_size(
                 sample[0, context:], inputs["full_guidance"], context, bundle.height, bundle.width)
