@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -c constraints.txt
 STAMP := $(VENV)/.cinepregen-installed
 
-.PHONY: setup test lint demo extension clean chromium
+.PHONY: setup test lint demo extension clean chromium poppler
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ chromium:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; }
 
-test: lint chromium
+# The export tests read PDFs back with poppler's pdftotext and pdftoppm (Debian's poppler-utils).
+poppler:
+	@command -v pdftotext >/dev/null && command -v pdftoppm >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq poppler-utils; }
+
+test: lint chromium poppler
 	$(VENV)/bin/pytest
 	bash tests/blender45/run.sh
 

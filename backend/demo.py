@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cinepregen_addon.core.names import safe_name
+
 REFERENCES = Path(__file__).resolve().parent / "assets" / "references"
 DEMO_FPS = 12
 DEMO_RESOLUTION = (128, 72)
@@ -155,7 +157,7 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
     for index, shot in enumerate(shots):
         clip = _read_clip(Path(shot.result_path))
         clips.append(clip)
-        name = f"{index + 1:02d}_{addon.jobs.safe_name(shot.name)}.mp4"
+        name = f"{index + 1:02d}_{safe_name(shot.name)}.mp4"
         shutil.copyfile(shot.result_path, out / name)
         bundle = read_bundle(shot.bundle_path)
         scores = clip_metrics(clip.astype(np.float64) / 255.0, bundle)

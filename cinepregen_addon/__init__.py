@@ -9,9 +9,9 @@ _registered_modules = []
 
 
 def _modules():
-    from . import generate, operators, overlay, preferences, properties, ui
+    from . import exports, generate, operators, overlay, preferences, properties, ui
 
-    return (properties, preferences, operators, generate, ui, overlay)
+    return (properties, preferences, operators, generate, exports, ui, overlay)
 
 
 def register():
@@ -31,9 +31,10 @@ def register():
 def unregister():
     import bpy
 
-    from . import generate, overlay
+    from . import exports, generate, overlay
 
     generate.unregister_timers()
+    exports.stop_export()
     overlay.remove_handler()
     while _registered_modules:
         module = _registered_modules.pop()

@@ -10,7 +10,6 @@ refuses becomes a sentence in the operator's report and the shot's ``status_mess
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 import traceback
@@ -21,6 +20,7 @@ import bpy
 
 from .core import shot_bundle
 from .core.backend_client import BackendClient, BackendError
+from .core.names import safe_name
 from .preferences import BackendSettings, backend_settings
 
 POLL_INTERVAL = 0.5
@@ -35,10 +35,6 @@ START_HINT = "start it with 'cinepregen serve' or Start Local Backend in the add
 
 
 # --- where things go ----------------------------------------------------------------------------------------------
-
-def safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "shot"
-
 
 def shot_folder(shot) -> Path:
     """A shot's bundle and clips: next to the saved .blend, or in the temp folder for an unsaved file."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .core.backend_client import BackendError
 from .jobs import client_for
-from .preferences import BackendSettings, local_data_folder
+from .preferences import BackendSettings, backend_python, local_data_folder
 
 _local_backend: subprocess.Popen | None = None
 
@@ -28,16 +28,14 @@ def start_local_backend(settings: BackendSettings) -> tuple[subprocess.Popen, Pa
         raise ValueError(f"a backend already answers at {settings.url}")
     except BackendError:
         pass
-    if not settings.python or not Path(settings.python).is_file():
-        raise ValueError("set Backend Python in the add-on preferences to the python of an environment with the "
-                         f"cinepregen backend installed (got {settings.python!r})")
+    python = backend_python(settings)
     data = local_data_folder(settings)
     data.mkdir(parents=True, exist_ok=True)
     log_path = data / "backend.log"
     env = dict(os.environ)
     if settings.token:
         env["CINEPREGEN_TOKEN"] = settings.token  # not on the command line, where other users could read it
-    command = [settings.python, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [python, "-m", "backend.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--data", str(data)]
     with open(log_path, "ab") as log:
         _local_backend = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -81,6 +81,14 @@ def backend_settings(context) -> BackendSettings:
     )
 
 
+def backend_python(settings: BackendSettings) -> str:
+    """The Backend Python preference, checked: what runs the backend and the exports outside Blender."""
+    if not settings.python or not Path(settings.python).is_file():
+        raise ValueError("set Backend Python in the add-on preferences to the python of an environment with the "
+                         f"cinepregen backend installed (got {settings.python!r})")
+    return settings.python
+
+
 def local_data_folder(settings: BackendSettings) -> Path:
     """Where a backend started from Blender keeps its jobs: the preference, else the add-on's own user folder."""
     if settings.data_folder:

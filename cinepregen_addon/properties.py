@@ -54,6 +54,14 @@ CAMERA_ANGLE_ITEMS = [
     ("OVERHEAD", "Overhead", "Straight down from above"),
     ("DUTCH", "Dutch", "Eye level with the horizon tilted"),
 ]
+EXPORT_FORMAT_ITEMS = [
+    ("OTIO", "OTIO", "OpenTimelineIO timeline: the shots in board order with their clips, markers and metadata"),
+    ("EDL", "EDL", "CMX 3600 edit decision list for any editing application"),
+    ("FBX", "FBX Cameras", "One FBX per shot with its camera baked to a key on every frame (transform and lens)"),
+    ("USD", "USD Cameras", "One USD stage with every shot's baked camera"),
+    ("PDF", "Storyboard PDF", "Three shots a page: key frames, size, angle, lens, move, prompt and notes"),
+    ("CSV", "Shot List CSV", "One row a shot: frame range, timecode in and out, and the same facts"),
+]
 STATUS_ITEMS = [
     ("DRAFT", "Draft", "Being laid out"),
     ("RENDERING", "Rendering", "Guidance passes being rendered, frame by frame"),
@@ -154,6 +162,7 @@ class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
                                  description="What Frame Subject had to change (for example a camera under the floor)")
     prompt: StringProperty(name="Prompt", description="What the generated clip shows (read by models with a text "
                                                       "encoder; the panel says whether the chosen model has one)")
+    notes: StringProperty(name="Notes", description="Notes for the storyboard PDF and the shot list (exports)")
     seed: IntProperty(name="Seed", default=0, min=0,
                       description="Noise seed: the same passes, model and seed give the same clip")
     status: EnumProperty(name="Status", items=STATUS_ITEMS, default="DRAFT", description="Where the shot is")
@@ -202,6 +211,21 @@ class CINEPREGEN_PG_storyboard(bpy.types.PropertyGroup):
     steps: IntProperty(name="Steps", default=0, min=0, soft_max=100,
                        description="Denoising steps per shot (0: the model's own default); more is slower and "
                                    "usually cleaner")
+    export_folder: StringProperty(
+        name="Export Folder", subtype="DIR_PATH", options=PATH_OPTIONS,
+        description="Where Export Board writes (empty: a <file>_exports folder beside the saved .blend)")
+    export_formats: EnumProperty(
+        name="Formats", options={"ENUM_FLAG"}, items=EXPORT_FORMAT_ITEMS,
+        default={key for key, _, _ in EXPORT_FORMAT_ITEMS}, description="What Export Board writes")
+    export_page: EnumProperty(name="Page", items=[("A4", "A4", "ISO A4, landscape"),
+                                                  ("Letter", "Letter", "US Letter, landscape")],
+                              default="A4", description="Page size of the storyboard PDF")
+    export_title: StringProperty(name="Title", description="The board's title in the exported files (empty: the "
+                                                           "file's name)")
+    export_status: StringProperty(name="Export Status", options={"HIDDEN"},
+                                  description="What the last export did, or how far the running one is")
+    export_progress: FloatProperty(name="Export Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                                   options={"HIDDEN"}, description="How far the running export is")
     render_clay: BoolProperty(
         name="Clay Pass", default=True,
         description="Also render each shot under its own lights with grey surfaces, which models with shading "

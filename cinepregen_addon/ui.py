@@ -144,6 +144,7 @@ class CINEPREGEN_PT_shot(_Panel, bpy.types.Panel):
         row = col.row(align=True)
         row.prop(shot, "seed")
         row.operator("cinepregen.random_seed", text="", icon="FILE_REFRESH")
+        col.prop(shot, "notes")
         box = layout.box()
         row = box.row()
         row.label(text=shot.status_message or shot.status.replace("_", " ").title(),
@@ -257,6 +258,32 @@ class CINEPREGEN_PT_references(_Panel, bpy.types.Panel):
             row.label(text=bpy.path.basename(bound_object.cinepregen_reference), icon="IMAGE_DATA")
 
 
+class CINEPREGEN_PT_export(_Panel, bpy.types.Panel):
+    bl_label = "Export"
+    bl_idname = "CINEPREGEN_PT_export"
+    bl_parent_id = "CINEPREGEN_PT_storyboard"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        layout = self.layout
+        board = context.scene.cinepregen
+        col = layout.column()
+        col.use_property_split = True
+        col.prop(board, "export_folder")
+        col.prop(board, "export_title")
+        col.prop(board, "export_page")
+        grid = layout.grid_flow(columns=2, even_columns=True, align=True)
+        grid.prop(board, "export_formats")
+        row = layout.row(align=True)
+        row.operator("cinepregen.export_board", icon="EXPORT")
+        row.operator("cinepregen.open_export_folder", text="", icon="FILE_FOLDER")
+        if board.export_status:
+            if board.export_status.startswith("Exporting"):
+                layout.progress(factor=board.export_progress, text=board.export_status)
+            else:
+                layout.label(text=board.export_status, icon="INFO")
+
+
 classes = (
     CINEPREGEN_UL_shots,
     CINEPREGEN_PT_storyboard,
@@ -264,4 +291,5 @@ classes = (
     CINEPREGEN_PT_camera_move,
     CINEPREGEN_UL_takes,
     CINEPREGEN_PT_references,
+    CINEPREGEN_PT_export,
 )

@@ -351,13 +351,17 @@ class RecordingLayout:
     def _sub(self, *args, **kwargs):
         return RecordingLayout(self.log)
 
-    row = column = box = split = _sub
+    row = column = box = split = grid_flow = _sub
 
     def separator(self, **kwargs):
         pass
 
     def label(self, text="", **kwargs):
         self.log.append(("label", text))
+
+    def progress(self, factor=0.0, text="", **kwargs):
+        assert 0.0 <= factor <= 1.0
+        self.log.append(("progress", text))
 
     def prop(self, data, name, **kwargs):
         assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"

@@ -243,6 +243,14 @@ MOVE_PARAMS: dict[str, dict[str, object]] = {
 }
 
 
+def _in_units(value, unit: str) -> str:
+    if unit == "POINT":
+        return "(" + ", ".join(f"{float(v):.2f}" for v in value) + ")"
+    if unit == "BOOL":
+        return "on" if value else "off"
+    return f"{float(value):g}" + {"LENGTH": " m", "ANGLE": "°", "LENS": " mm"}.get(unit, "")
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """How a move parameter is edited: its label, unit, tooltip and soft range (the panel's properties are made
@@ -371,6 +379,17 @@ class MoveSpec:
     def resolved_params(self) -> dict:
         """The parameters with the move's defaults filled in."""
         return {**MOVE_PARAMS[self.kind], **self.params}
+
+    def summary(self) -> str:
+        """The move in words for shot lists and boards: "Dolly In: distance 2 m, ease in out, handheld"."""
+        parts = [f"{PARAM_SPECS[key].label.lower()} {_in_units(value, PARAM_SPECS[key].unit)}"
+                 for key, value in self.resolved_params().items() if key in PARAM_SPECS and value is not None]
+        if self.kind != "static":
+            parts.append(self.easing.replace("_", " "))
+        if self.shake is not None:
+            parts.append("handheld")
+        name = self.kind.replace("_", " ").title()
+        return f"{name}: {', '.join(parts)}" if parts else name
 
     def to_dict(self) -> dict:
         shake = None if self.shake is None else asdict(self.shake)

@@ -19,3 +19,9 @@ def unique_name(wanted: str, taken: Collection[str]) -> str:
 def next_shot_name(taken: Collection[str], start: int) -> str:
     """The first free ``Shot NNN`` from ``start`` on."""
     return next(f"Shot {n:03d}" for n in itertools.count(max(start, 1)) if f"Shot {n:03d}" not in taken)
+
+
+def safe_name(name: str) -> str:
+    """A name as a file or folder name on every system: runs of anything but letters, digits, ``.``, ``_`` and
+    ``-`` become one ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "shot"
