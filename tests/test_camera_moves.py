@@ -523,3 +523,13 @@ def test_moves_around_a_walking_subject_keep_it_centred(kind):
             assert drift < 1.0, (kind, drift)  # within a pixel of the centre at every frame
         else:
             assert drift > 20.0  # without the path the subject walks out of the centre
+
+
+def test_a_move_reads_as_words_for_shot_lists():
+    from cinepregen_addon.core.camera_moves import HandheldShake, MoveSpec
+
+    assert MoveSpec().summary() == "Static"
+    orbit = MoveSpec(kind="orbit", params={"angle_deg": -90.0, "target": [1.0, 2.5, 0.0]}, easing="linear",
+                     shake=HandheldShake())
+    assert orbit.summary() == "Orbit: angle -90°, target (1.00, 2.50, 0.00), target distance 5 m, linear, handheld"
+    assert MoveSpec(kind="zoom", params={"lens_end_mm": 24.0}).summary() == "Zoom: end lens 24 mm, ease in out"
