@@ -1,6 +1,8 @@
 """PrevisPipeline and generate_shot on a small synthetic shot bundle written with the project's bundle writer."""
 
 import json
+import os
+import shutil
 
 import imageio.v3 as iio
 import numpy as np
@@ -313,3 +315,23 @@ def test_pipeline_with_refiner_round_trips(tmp_path):
     loaded = PrevisPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "weights"))
     assert loaded.refiner is not None and loaded.sampling["window_frames"] == 4
     np.testing.assert_array_equal(loaded(bundle, seed=5), pipe(bundle, seed=5))
+
+
+def test_the_model_stays_loaded_between_shots_until_its_folder_changes(bundle_dir, weights_dir, tmp_path):
+    from backend.adapters import load_model
+
+    first, kept = load_model(weights_dir)
+    again, kept_again = load_model(weights_dir)
+    assert again is first and kept_again
+    result = generate_shot(bundle_dir, tmp_path / "a", weights=weights_dir, steps=1)
+    assert result["metrics"]["model_was_loaded"] is True
+    config = weights_dir / "pipeline.json"
+    config.write_text(config.read_text())  # new weights written over the folder: a new modification time
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
+    reloaded, kept = load_model(weights_dir)
+    assert reloaded is not first and not kept
+    other = tmp_path / "copy"
+    shutil.copytree(weights_dir, other)
+    swapped, kept = load_model(other)
+    assert swapped is not reloaded and not kept
+    assert load_model(weights_dir)[0] is not reloaded  # one model is kept: going back loads it again

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import threading
 from pathlib import Path
 
 from backend.adapters.base import LoadedModel, ModelAdapter, ModelCapabilities
@@ -42,6 +44,42 @@ def _what_is_in(folder: Path) -> str:
     return "no model config"
 
 
+_loaded: dict = {}  # the one model kept in memory: {"key": (folder, device, fingerprint), "model": LoadedModel}
+_loading = threading.Lock()
+
+
+def _fingerprint(folder: Path) -> tuple:
+    """What changes when a model folder's files do (sizes and modification times), so new weights are loaded."""
+    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
+                        for p in folder.rglob("*") if p.is_file()))
+
+
+def load_model(folder: str | Path, device: str = "cpu") -> tuple[LoadedModel, bool]:
+    """The folder's model loaded on ``device``, and whether it was already in memory.
+
+    One model is kept between calls (a server's jobs mostly use the same one, and a big model takes minutes to
+    load); asking for another folder or device, or for a folder whose files changed, frees the kept one before
+    loading, so two big models are never in memory at once."""
+    folder = Path(folder).resolve()
+    adapter = adapter_for(folder)
+    key = (folder, device, _fingerprint(folder))
+    with _loading:
+        if _loaded.get("key") == key:
+            return _loaded["model"], True
+        _loaded.clear()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        model = adapter.load(device)
+        _loaded.update(key=key, model=model)
+        return model, False
+
+
 def shipped_models() -> list[Path]:
     """The model folders shipped in ``backend/weights``, the default one first."""
     found = sorted(p for p in SHIPPED_WEIGHTS.iterdir() if p.is_dir() and p != DEFAULT_WEIGHTS
@@ -50,4 +88,4 @@ def shipped_models() -> list[Path]:
 
 
 __all__ = ["ADAPTERS", "DEFAULT_WEIGHTS", "LoadedModel", "ModelAdapter", "ModelCapabilities", "adapter_for",
-           "shipped_models"]
+           "load_model", "shipped_models"]

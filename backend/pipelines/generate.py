@@ -51,7 +51,7 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     family in ``backend.adapters`` (default ``backend/weights/previs-tiny``); a folder that is none raises
     FileNotFoundError or ValueError saying what it is instead.
     """
-    from backend.adapters import adapter_for
+    from backend.adapters import load_model
     from backend.bundle_io import read_shot_bundle
     from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
     from cinepregen_addon.core.shot_bundle import write_png
@@ -62,7 +62,7 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     report(0.0, "load")
     bundle = read_shot_bundle(bundle_path)
     weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    model = adapter_for(weights).load(device)
+    model, kept = load_model(weights, device)
     timings["load_s"] = time.perf_counter() - start
 
     def on_step(done: int, total: int) -> None:
@@ -93,6 +93,7 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     metrics = {
         "shot": bundle.name, "frames": int(frames.shape[0]), "resolution": [bundle.width, bundle.height],
         "fps": bundle.fps, "steps": int(steps), "seed": int(seed), "weights": weights.name, "device": device,
+        "model_was_loaded": kept,
         "seconds_per_frame": timings["denoise_s"] / frames.shape[0], "timings": timings,
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
