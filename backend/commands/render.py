@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -75,7 +76,11 @@ def render_storyboard(args) -> int:
     from cinepregen_addon.core.backend_client import BackendClient
 
     blend, out = Path(args.blend), Path(args.out)
-    client = None
+    client = pool = None
+    if args.backend and args.ray:
+        raise ValueError("give --backend or --ray, not both")
+    if args.workers is not None and not args.ray:
+        raise ValueError("--workers needs --ray (the in-process path and a backend run one shot at a time)")
     if args.backend:
         token = args.token or os.environ.get("CINEPREGEN_TOKEN") or None
         client = BackendClient(args.backend, token, timeout=10.0)
@@ -84,12 +89,18 @@ def render_storyboard(args) -> int:
     if (args.width is None) != (args.height is None):
         raise ValueError("give --width and --height together (or neither, for the storyboard's pass resolution)")
     scene, specs = _open_storyboard(blend, args.shots, size)
+    if args.ray:
+        from backend.distributed.ray_pool import RayShotPool
+
+        pool = RayShotPool(args.ray, workers=args.workers, device=args.device, weights=args.weights)
 
     from cinepregen_addon import render_passes
-    from cinepregen_addon.jobs import safe_name
+    from cinepregen_addon.core.names import safe_name
 
     out.mkdir(parents=True, exist_ok=True)
     shots = []
+    generating: list[tuple[dict, Future]] = []
+    executor = ThreadPoolExecutor(max_workers=pool.workers) if pool is not None else None
     with tqdm(total=100 * len(specs), unit="%", desc="render") as bar:
         progress = _BoardProgress(bar, len(specs))
         for index, spec in enumerate(specs):
@@ -106,7 +117,11 @@ def render_storyboard(args) -> int:
                 )
                 record["bundle"] = str(bundle)
                 record["render_s"] = round(time.perf_counter() - started, 3)
-                if client is None:
+                if pool is not None:  # generated on the cluster while the next shot's passes render
+                    generating.append((record, executor.submit(
+                        _generate_on_pool, pool, args, bundle, out, folder, record,
+                        progress.shot(index, 0.3, 0.7, spec.name))))
+                elif client is None:
                     _generate_here(args, bundle, out, folder, record, progress.shot(index, 0.3, 0.7, spec.name))
                 else:
                     zip_path = shot_bundle.zip_bundle(bundle, out / "bundles" / f"{folder}.zip")
@@ -116,8 +131,20 @@ def render_storyboard(args) -> int:
                 bar.write(f"{spec.name}: failed: {record['error']}")
         if client is not None:
             _collect_from_backend(client, shots, out, progress, args.timeout)
+        if pool is not None:
+            try:
+                for record, future in generating:
+                    try:
+                        future.result()
+                    except Exception as error:  # one failing shot must not lose the others
+                        record["error"] = f"{type(error).__name__}: {error}"
+                        bar.write(f"{record['name']}: failed: {record['error']}")
+            finally:
+                executor.shutdown(cancel_futures=True)
+                pool.shutdown()
 
-    summary = {"blend": str(blend.resolve()), "backend": args.backend or "in-process", "shots": shots}
+    where = args.backend or (f"ray {args.ray} ({pool.workers} workers)" if pool is not None else "in-process")
+    summary = {"blend": str(blend.resolve()), "backend": where, "shots": shots}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     for record in shots:
         print(f"{record['name']}: {record.get('mp4') or 'FAILED: ' + record.get('error', '?')}")
@@ -131,6 +158,16 @@ def _generate_here(args, bundle: Path, out: Path, folder: str, record: dict, pro
     started = time.perf_counter()
     result = generate_shot(bundle, out / "work" / folder, weights=args.weights, steps=args.steps,
                            device=args.device, progress=progress)
+    _keep_result(result, out, folder, record, started)
+
+
+def _generate_on_pool(pool, args, bundle: Path, out: Path, folder: str, record: dict, progress) -> None:
+    started = time.perf_counter()
+    result = pool.generate(bundle, out / "work" / folder, steps=args.steps, progress=progress)
+    _keep_result(result, out, folder, record, started)
+
+
+def _keep_result(result: dict, out: Path, folder: str, record: dict, started: float) -> None:
     mp4 = shutil.copyfile(result["mp4"], out / f"{folder}.mp4")
     record.update(mp4=str(mp4), generate_s=round(time.perf_counter() - started, 3),
                   metrics=result.get("metrics", {}), timings=result.get("timings", {}))
@@ -139,7 +176,7 @@ def _generate_here(args, bundle: Path, out: Path, folder: str, record: dict, pro
 def _collect_from_backend(client, shots: list[dict], out: Path, progress: _BoardProgress, timeout: float) -> None:
     """Wait for every submitted shot, downloading each clip as it finishes; Ctrl-C cancels what is left."""
     from cinepregen_addon.core.backend_client import FINISHED, BackendError
-    from cinepregen_addon.jobs import safe_name
+    from cinepregen_addon.core.names import safe_name
 
     waiting = {record["job_id"]: (index, record) for index, record in enumerate(shots) if "job_id" in record}
     deadline = time.monotonic() + timeout
@@ -198,4 +235,8 @@ def add_parser(subparsers):
     parser.add_argument("--height", type=int, default=None,
                         help="pass and clip height (default: the storyboard's pass resolution)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="longest wait for the backend, in seconds")
+    parser.add_argument("--ray", metavar="ADDRESS", help="generate on a Ray cluster: its address (ray start --head "
+                        "prints it; auto finds one on this machine) or local, a cluster started here for this run")
+    parser.add_argument("--workers", type=int, help="with --ray: model-holding workers (default: one per GPU of the "
+                        "cluster on a cuda --device, else 1; local: this many CPUs)")
     parser.set_defaults(func=_run)

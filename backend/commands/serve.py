@@ -51,10 +51,15 @@ def _run(args) -> int:
         max_queued=args.max_queued,
         keep_days=args.keep_days,
         allowed_hosts=tuple(args.allow_host or ()),
+        ray=args.ray,
+        ray_workers=args.workers,
     )
+    if args.workers is not None and not args.ray:
+        print("cinepregen serve: --workers needs --ray (in process, one job runs at a time)", file=sys.stderr)
+        return 2
     try:
         app = create_app(settings)
-    except (DataFolderBusy, DamagedDatabase) as error:
+    except (DataFolderBusy, DamagedDatabase, ValueError, ConnectionError) as error:
         print(f"cinepregen serve: {error}", file=sys.stderr)
         return 2
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
@@ -103,6 +108,10 @@ def add_parser(subparsers):
                         help="delete finished jobs and their files after this many days (default: keep them)")
     parser.add_argument("--max-queued", type=int, default=200, help="most jobs waiting at once (default: 200)")
     parser.add_argument("--device", default="cpu", help="torch device for the model (default: cpu)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run the jobs on a Ray cluster: its address (ray start "
+                        "--head prints it; auto finds one on this machine) or local, a cluster started here")
+    parser.add_argument("--workers", type=int, help="with --ray: model-holding workers, jobs run at once (default: "
+                        "one per GPU of the cluster on a cuda --device, else 1)")
     parser.add_argument("--max-upload-mb", type=int, default=512, help="largest accepted bundle zip (default: 512)")
     parser.add_argument("--max-frames", type=int, default=240, help="most frames per shot (default: 240)")
     parser.add_argument("--max-size", type=int, default=2048, help="largest frame width or height (default: 2048)")

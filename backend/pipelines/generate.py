@@ -41,20 +41,18 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
     return path
 
 
-def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str | Path | None = None,
-                  steps: int | None = None, seed: int | None = None, device: str = "cpu",
-                  progress: ProgressFn | None = None, should_cancel: Callable[[], bool] | None = None) -> dict:
-    """Generate one shot. Returns ``{"mp4", "frames_dir", "metrics", "timings"}``.
+def generate_frames(bundle_path: str | Path, *, weights: str | Path | None = None, steps: int | None = None,
+                    seed: int | None = None, device: str = "cpu", progress: ProgressFn | None = None,
+                    should_cancel: Callable[[], bool] | None = None) -> tuple[np.ndarray, dict, dict]:
+    """Generate one shot's frames: ``(frames, metrics, timings)``, frames (F, H, W, 3) uint8.
 
-    ``progress(fraction, stage)`` is called with stages "load", "denoise", "write", "done"; ``should_cancel()`` is
+    ``progress(fraction, stage)`` is called with stages "load" and "denoise" (up to 0.9); ``should_cancel()`` is
     polled between denoising steps and raises :class:`GenerationCancelled`. ``weights`` is a model folder of any
     family in ``backend.adapters`` (default ``backend/weights/previs-tiny``); a folder that is none raises
-    FileNotFoundError or ValueError saying what it is instead.
-    """
+    FileNotFoundError or ValueError saying what it is instead."""
     from backend.adapters import load_model
     from backend.bundle_io import read_shot_bundle
     from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
-    from cinepregen_addon.core.shot_bundle import write_png
 
     report = progress or (lambda fraction, stage: None)
     timings: dict[str, float] = {}
@@ -77,25 +75,43 @@ def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str 
     steps = model.default_steps if steps is None else steps
     clip = model.generate(bundle, steps=steps, seed=seed, callback=on_step)
     timings["denoise_s"] = time.perf_counter() - mark
+    frames = (clip * 255).round().astype(np.uint8)
+    metrics = {
+        "shot": bundle.name, "frames": int(frames.shape[0]), "resolution": [bundle.width, bundle.height],
+        "fps": bundle.fps, "steps": int(steps), "seed": int(seed), "weights": weights.name, "device": device,
+        "model_was_loaded": kept, "seconds_per_frame": timings["denoise_s"] / frames.shape[0],
+    }
+    return frames, metrics, timings
 
-    report(0.9, "write")
+
+def write_shot(frames: np.ndarray, out_dir: str | Path, metrics: dict, timings: dict) -> dict:
+    """Write what the add-on imports into ``out_dir``: ``frames/000000.png ...``, ``shot.mp4`` at the shot's fps
+    and ``metrics.json``. Returns ``{"mp4", "frames_dir", "metrics", "timings"}``."""
+    from cinepregen_addon.core.shot_bundle import write_png
+
     mark = time.perf_counter()
     out_dir = Path(out_dir)
     frames_dir = out_dir / "frames"
     frames_dir.mkdir(parents=True, exist_ok=True)
-    frames = (clip * 255).round().astype(np.uint8)
     for i, frame in enumerate(frames):
         write_png(frames_dir / f"{i:06d}.png", frame)
-    mp4 = write_mp4(frames, out_dir / "shot.mp4", bundle.fps)
-    timings["write_s"] = time.perf_counter() - mark
-    timings["total_s"] = time.perf_counter() - start
-
-    metrics = {
-        "shot": bundle.name, "frames": int(frames.shape[0]), "resolution": [bundle.width, bundle.height],
-        "fps": bundle.fps, "steps": int(steps), "seed": int(seed), "weights": weights.name, "device": device,
-        "model_was_loaded": kept,
-        "seconds_per_frame": timings["denoise_s"] / frames.shape[0], "timings": timings,
-    }
+    mp4 = write_mp4(frames, out_dir / "shot.mp4", metrics["fps"])
+    timings = {**timings, "write_s": time.perf_counter() - mark}
+    timings["total_s"] = sum(timings.get(k, 0.0) for k in ("load_s", "denoise_s", "write_s"))
+    metrics = {**metrics, "timings": timings}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    report(1.0, "done")
     return {"mp4": str(mp4), "frames_dir": str(frames_dir), "metrics": metrics, "timings": timings}
+
+
+def generate_shot(bundle_path: str | Path, out_dir: str | Path, *, weights: str | Path | None = None,
+                  steps: int | None = None, seed: int | None = None, device: str = "cpu",
+                  progress: ProgressFn | None = None, should_cancel: Callable[[], bool] | None = None) -> dict:
+    """Generate one shot (``generate_frames``) and write it (``write_shot``). Returns ``{"mp4", "frames_dir",
+    "metrics", "timings"}``; ``progress`` sees the stages "load", "denoise", "write", "done"."""
+    report = progress or (lambda fraction, stage: None)
+    frames, metrics, timings = generate_frames(bundle_path, weights=weights, steps=steps, seed=seed, device=device,
+                                               progress=report, should_cancel=should_cancel)
+    report(0.9, "write")
+    result = write_shot(frames, out_dir, metrics, timings)
+    report(1.0, "done")
+    return result

@@ -73,6 +73,8 @@ class Settings:
     max_queued: int = 200  # jobs waiting at once; more are refused with 429
     keep_days: float | None = None  # finished jobs (and their files) older than this are deleted
     allowed_hosts: tuple[str, ...] = ()  # Host names served besides loopback ones (no token needed on loopback)
+    ray: str | None = None  # a Ray cluster's address ("local": one started here) to run the jobs on
+    ray_workers: int | None = None  # model-holding Ray workers (default: one per GPU, or 1)
 
 
 MIN_TOKEN_LENGTH = 16
@@ -210,6 +212,18 @@ def default_generate_fn(settings: Settings, catalogue: dict[str, Path] | None = 
         return generate_shot(bundle_dir, out_dir, weights=folder, device=settings.device, **kwargs)
 
     return generate
+
+
+def _ray_pool(settings: Settings, catalogue: dict[str, Path]):
+    """A Ray pool for the server's jobs and its generate function; a pool holds one model, so one is served."""
+    from backend.distributed.ray_pool import RayShotPool
+
+    if len(catalogue) > 1:
+        raise ValueError("a server on Ray serves one model: start one server per model (drop --model, or give it "
+                         "as --weights)")
+    (name, folder), = catalogue.items()
+    pool = RayShotPool(settings.ray, workers=settings.ray_workers, device=settings.device, weights=folder)
+    return pool, pool.job_fn(name)
 
 
 class _BodyTooLarge(Exception):
@@ -378,8 +392,16 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         raise
     catalogue = model_catalogue(settings)
     models = [describe_model(name, folder) for name, folder in catalogue.items()]  # from configs, read once
+    pool = None
+    if settings.ray and generate_fn is None:
+        try:
+            pool, generate_fn = _ray_pool(settings, catalogue)
+        except Exception:
+            store.close()
+            lock.release()
+            raise
     worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings, catalogue), settings.max_attempts,
-                    settings.keep_days)
+                    settings.keep_days, threads=pool.workers if pool is not None else 1)
     _redact_tokens_in_access_log()
 
     @asynccontextmanager
@@ -391,13 +413,16 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         worker.start()
         yield
         worker.stop()
+        if pool is not None:
+            pool.shutdown()
         store.close()
         lock.release()
 
     app = FastAPI(
         title="CinePreGen backend",
         version=backend.__version__,
-        description="Shot bundles in, previs clips out. One model worker; jobs survive restarts.",
+        description="Shot bundles in, previs clips out. One model worker in process, or a pool of them on Ray; "
+                    "jobs survive restarts.",
         lifespan=lifespan,
         docs_url=None,  # served below with local assets: Swagger UI's default comes from a CDN
         redoc_url=None,

@@ -202,8 +202,8 @@ class JobStore:
 
 
 class Worker:
-    """The one thread that runs the model: claims the oldest queued job, runs ``generate_fn`` into
-    ``result.partial``, then renames it to ``result``.
+    """The threads that run the model (one in process; one per worker of a Ray pool): each claims the oldest
+    queued job, runs ``generate_fn`` into ``result.partial``, then renames it to ``result``.
 
     ``generate_fn(bundle_dir, out_dir, *, steps, seed, model, progress, should_cancel) -> dict`` (``model``: a
     catalogue name, or None for the default) returns ``mp4``,
@@ -211,7 +211,7 @@ class Worker:
     """
 
     def __init__(self, store: JobStore, jobs_dir: Path, generate_fn: GenerateFn, max_attempts: int = 2,
-                 keep_days: float | None = None):
+                 keep_days: float | None = None, threads: int = 1):
         self.store = store
         self.jobs_dir = jobs_dir
         self.generate_fn = generate_fn
@@ -220,7 +220,8 @@ class Worker:
         self._pruned = 0.0
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.threads = threads  # jobs run at once: 1 in process, one per worker of a Ray pool
+        self._threads: list[threading.Thread] = []
 
     def recover(self) -> None:
         """Make the store and the job folders agree after any stop: jobs interrupted by a crash go back to the queue
@@ -268,8 +269,10 @@ class Worker:
             self.store.requeue(job["id"], count_attempt=True)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="cinepregen-worker", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._loop, name=f"cinepregen-worker-{i}", daemon=True)
+                         for i in range(self.threads)]
+        for thread in self._threads:
+            thread.start()
 
     def wake(self) -> None:
         self._wake.set()
@@ -278,8 +281,9 @@ class Worker:
         """Ask the running job to stop at its next step and put it back in the queue for the next start."""
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def prune(self) -> list[str]:
         """Delete finished jobs (rows and files) older than ``keep_days``; returns their ids."""

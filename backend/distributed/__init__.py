@@ -1,0 +1,1 @@
+"""Scale-out: shots generated on a Ray cluster, one model-holding actor per device (``ray_pool``)."""
