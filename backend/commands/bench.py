@@ -352,7 +352,66 @@ def _add_service(benchmarks) -> None:
     parser.set_defaults(func=_run_service)
 
 
-BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_blocks, _add_vq_scale, _add_wan, _add_service]
+def _generate_on(pool, shots: list, steps: int | None) -> None:
+    """Every (bundle, out folder) on the pool, as many at once as it has workers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(pool.workers) as executor:
+        list(executor.map(lambda shot: pool.generate(shot[0], shot[1], steps=steps), shots))
+
+
+def _run_ray(args) -> int:
+    """A board's generation wall time: in this process one shot after another (the baseline), then on a local Ray
+    cluster of each worker count. Workers start and load the model before the clock starts (a running cluster has
+    them loaded), and that start-up is printed beside."""
+    import os
+    import tempfile
+
+    from backend.distributed.ray_pool import RayShotPool
+    from backend.pipelines.generate import generate_shot
+
+    bundles = _bundle_paths(args.bundles)
+    counts = [int(n) for n in args.workers.split(",")]
+    weights = Path(args.weights) if args.weights else None
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cinepregen-bench-ray-") as tmp:
+        generate_shot(bundles[0], Path(tmp) / "warm-up", weights=weights, steps=args.steps)
+        start = time.perf_counter()
+        for i, bundle in enumerate(bundles):
+            generate_shot(bundle, Path(tmp) / f"here-{i}", weights=weights, steps=args.steps)
+        baseline = time.perf_counter() - start
+        for workers in counts:
+            start = time.perf_counter()
+            pool = RayShotPool("local", workers=workers, weights=weights)
+            try:
+                warm_up = [(bundles[0], Path(tmp) / f"warm-{workers}-{w}") for w in range(workers)]
+                _generate_on(pool, warm_up, args.steps)  # start every worker and load its model
+                ready = time.perf_counter() - start
+                start = time.perf_counter()
+                _generate_on(pool, [(b, Path(tmp) / f"ray-{workers}-{i}") for i, b in enumerate(bundles)], args.steps)
+                rows.append((workers, time.perf_counter() - start, ready))
+            finally:
+                pool.shutdown()
+    print(f"{len(bundles)} shots, {args.steps or 'default'} steps, this machine: {os.cpu_count()} CPUs")
+    print(f"in process, one after another: {baseline:.1f} s")
+    for workers, seconds, ready in rows:
+        print(f"ray local, {workers} worker(s): {seconds:.1f} s ({baseline / seconds:.2f}x the in-process speed; "
+              f"workers started and loaded in {ready:.1f} s)")
+    if len(rows) > 1:
+        print(f"{rows[-1][0]} workers over {rows[0][0]}: {rows[0][1] / rows[-1][1]:.2f}x")
+    return 0
+
+
+def _add_ray(benchmarks) -> None:
+    parser = benchmarks.add_parser("ray", help="a board's wall time in process and on 1..N local Ray workers")
+    parser.add_argument("--bundles", required=True, help="a folder of shot bundles (or dataset shot folders)")
+    parser.add_argument("--workers", default="1,2", help="worker counts to measure (default: 1,2)")
+    parser.add_argument("--weights", help="model folder (default: the shipped previs-tiny)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
+    parser.set_defaults(func=_run_ray)
+
+
+BENCHMARKS = [_add_passes, _add_generate, _add_vq, _add_vq_blocks, _add_vq_scale, _add_wan, _add_service, _add_ray]
 
 
 def add_parser(subparsers):
