@@ -1,6 +1,7 @@
 """The patch-seam smoother: it takes a patch grid out of frames and leaves the edges that the passes show alone."""
 
 import numpy as np
+import pytest
 import torch
 
 from backend.eval.metrics import patch_grid_ratio
@@ -32,8 +33,8 @@ def as_clip(frames: torch.Tensor) -> np.ndarray:
 
 def test_a_patch_grid_goes_and_the_picture_stays():
     frames = gridded_frames()
-    flat_guidance = torch.zeros(2, 5, 72, 128)
-    smoothed = smooth_patch_seams(frames, flat_guidance, PATCH)
+    flat_passes = torch.zeros(2, 4, 72, 128)
+    smoothed = smooth_patch_seams(frames, flat_passes, PATCH)
     before, after = patch_grid_ratio(as_clip(frames), (8,)), patch_grid_ratio(as_clip(smoothed), (8,))
     assert before > 3.0
     assert after < 1.2, (before, after)
@@ -43,20 +44,30 @@ def test_a_patch_grid_goes_and_the_picture_stays():
 
 def test_seams_on_real_edges_keep_their_step():
     columns = gridded_frames(1, vary="columns")
-    guidance = torch.zeros(2, 5, 72, 128)
-    guidance[:, 0, :, 64:] = 0.8  # a depth discontinuity on the seam between columns 63 and 64
-    smoothed = smooth_patch_seams(columns, guidance, PATCH)
+    passes = torch.zeros(2, 4, 72, 128)
+    passes[:, 0, :, 64:] = 0.8  # a depth discontinuity on the seam between columns 63 and 64
+    smoothed = smooth_patch_seams(columns, passes, PATCH)
     assert torch.allclose(smoothed[..., 64] - smoothed[..., 63], columns[..., 64] - columns[..., 63], atol=1e-6)
     step = lambda f: (f[..., 16] - f[..., 15]).abs().mean()  # noqa: E731  (a seam without an edge)
     assert step(smoothed) < 0.5 * step(columns)
 
     rows = gridded_frames(2, vary="rows")
-    guidance = torch.zeros(2, 5, 72, 128)
-    guidance[:, 4, 31:33, :] = 1.0  # an object-ID boundary along the seam between rows 31 and 32
-    smoothed = smooth_patch_seams(rows, guidance, PATCH)
+    masks = torch.zeros(2, 2, 72, 128)
+    masks[:, 1, 32:] = 1.0  # an object whose mask starts on the seam between rows 31 and 32 (an ID boundary)
+    smoothed = smooth_patch_seams(rows, torch.zeros(2, 4, 72, 128), PATCH, masks)
     assert torch.allclose(smoothed[:, :, 32] - smoothed[:, :, 31], rows[:, :, 32] - rows[:, :, 31], atol=1e-6)
     step = lambda f: (f[:, :, 16] - f[:, :, 15]).abs().mean()  # noqa: E731
     assert step(smoothed) < 0.5 * step(rows)
+
+
+def test_smoothly_changing_passes_are_no_edge():
+    """A slanted floor or a curved body: its depth and normals change at every pixel, steadily; the grid on it goes."""
+    frames = gridded_frames(4)
+    y, x = torch.meshgrid(torch.linspace(0, 1, 72), torch.linspace(0, 1, 128), indexing="ij")
+    passes = torch.stack([0.9 * y, torch.sin(6 * x), torch.cos(6 * x), 0.3 * x * y])[None].repeat(2, 1, 1, 1)
+    before = patch_grid_ratio(as_clip(frames), (8,))
+    after = patch_grid_ratio(as_clip(smooth_patch_seams(frames, passes, PATCH)), (8,))
+    assert before > 3.0 and after < 1.2, (before, after)
 
 
 def test_a_change_travels_at_most_a_patch():
@@ -64,7 +75,7 @@ def test_a_change_travels_at_most_a_patch():
     frames = gridded_frames(3)
     changed = frames.clone()
     changed[:, :, 30:38, 50:60] += 0.3
-    flat = torch.zeros(2, 5, 72, 128)
+    flat = torch.zeros(2, 4, 72, 128)
     moved = (smooth_patch_seams(changed, flat, PATCH) - smooth_patch_seams(frames, flat, PATCH)).abs().amax(dim=(0, 1))
     reach = PATCH // 2 + 2
     outside = torch.ones(72, 128, dtype=torch.bool)
@@ -74,10 +85,8 @@ def test_a_change_travels_at_most_a_patch():
 
 def test_small_patches_and_mismatched_guidance():
     frames = gridded_frames()
-    assert torch.equal(smooth_patch_seams(frames, torch.zeros(2, 5, 72, 128), 2), frames)
-    try:
-        smooth_patch_seams(frames, torch.zeros(2, 5, 36, 64), PATCH)
-    except ValueError as error:
-        assert "does not match" in str(error)
-    else:
-        raise AssertionError("mismatched guidance was accepted")
+    assert torch.equal(smooth_patch_seams(frames, torch.zeros(2, 4, 72, 128), 2), frames)
+    with pytest.raises(ValueError, match="do not match"):
+        smooth_patch_seams(frames, torch.zeros(2, 4, 36, 64), PATCH)
+    with pytest.raises(ValueError, match="masks"):
+        smooth_patch_seams(frames, torch.zeros(2, 4, 72, 128), PATCH, torch.zeros(1, 2, 72, 128))

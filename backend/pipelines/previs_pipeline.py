@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.adapters import DEFAULT_WEIGHTS
-from backend.conditioning import GUIDANCE_CHANNELS, batch_conditions, clip_conditions, shot_passes, working_resolution
+from backend.conditioning import batch_conditions, clip_conditions, shot_passes, working_resolution
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
@@ -51,6 +51,7 @@ from backend.quant.serialization import is_quantized_folder, load_quantized
 
 SAMPLING_DEFAULTS = {"num_inference_steps": 10, "reference_guidance_scale": 2.0, "window_frames": 16,
                      "context_frames": 4}
+SEAM_CUES = 4  # guidance channels the seam smoother reads: inverse depth and normals (its masks give the ID edges)
 REFINER_CHUNK_FRAMES = 8  # frames refined per call (bounds memory at large sizes)
 
 StepCallback = Callable[[int, int], None]  # (steps done, total steps); may raise to stop between steps
@@ -207,8 +208,10 @@ class PrevisPipeline:
             sample = self._denoise(inputs["guidance"].to(self.device), inputs["shading"].to(self.device),
                                    context_input, tokens, masks, strengths, steps, scale, generator, step_callback)
             if smooth_seams:
-                sample = smooth_patch_seams(sample[0], inputs["guidance"][0, :, :GUIDANCE_CHANNELS].to(self.device),
-                                            config.patch_size)[None]
+                coverage = inputs["object_masks"]
+                coverage = coverage[0].transpose(0, 1).to(self.device) if coverage is not None else None
+                sample = smooth_patch_seams(sample[0], inputs["guidance"][0, :, :SEAM_CUES].to(self.device),
+                                            config.patch_size, coverage)[None]
             low[start + context:start + length] = sample[0, context:]
             video[start + context:start + length] = self._to_bundle_size(
                 sample[0, context:], inputs["full_guidance"], context, bundle.height, bundle.width)
