@@ -120,13 +120,14 @@ def test_the_server_on_ray_keeps_queued_jobs_through_a_restart(board):
     settings = Settings(data_dir=board["tmp"] / "server", weights=board["weights"], ray="local", ray_workers=1)
     zips = [zip_bundle(board["here"] / "bundles" / n.replace(" ", "_"), board["tmp"] / f"{n}.zip") for n in SHOTS]
     with LiveServer(settings, None) as server:
-        ids = [server.submit(z, steps="150") for z in zips]
+        ids = [server.submit(z, steps="400") for z in zips]
         server.wait_for(ids[0], lambda job: job["status"] == "running" and job["progress"] > 0.1, timeout=120)
         assert server.http.get(f"/v1/jobs/{ids[2]}").json()["status"] == "queued"
     store = JobStore(settings.data_dir / "jobs.sqlite")
-    try:  # the stopped server put the running job back in the queue, its partial result gone
-        assert [store.get(i)["status"] for i in ids] == ["queued"] * 3
-        assert not (settings.data_dir / "jobs" / ids[0] / "result.partial").exists()
+    try:  # nothing lost: the job running at the stop went back to the queue (or had just finished), no half result
+        statuses = [store.get(i)["status"] for i in ids]
+        assert set(statuses) <= {"queued", "done"} and statuses[2] == "queued", statuses
+        assert not any((settings.data_dir / "jobs" / i / "result.partial").exists() for i in ids)
     finally:
         store.close()
     with LiveServer(settings, None) as server:
