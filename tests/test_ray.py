@@ -135,3 +135,12 @@ def test_the_server_on_ray_keeps_queued_jobs_through_a_restart(board):
         assert jobs[0]["attempts"] == 1  # a clean stop is not counted as an attempt
         clip = server.http.get(f"/v1/jobs/{ids[1]}/result.mp4")
         assert clip.status_code == 200 and len(clip.content) > 1000
+
+
+def test_bench_ray_prints_the_board_in_process_and_on_the_cluster(board, capsys):
+    assert cli_main(["bench", "ray", "--bundles", str(board["here"] / "bundles"), "--workers", "1",
+                     "--weights", str(board["weights"]), "--steps", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{len(SHOTS)} shots, 1 steps, this machine: {os.cpu_count()} CPUs")
+    assert lines[1].startswith("in process, one after another: ")
+    assert lines[2].startswith("ray local, 1 worker(s): ") and "x the in-process speed" in lines[2]

@@ -352,53 +352,21 @@ def _add_service(benchmarks) -> None:
     parser.set_defaults(func=_run_service)
 
 
-def _generate_on(pool, shots: list, steps: int | None) -> None:
-    """Every (bundle, out folder) on the pool, as many at once as it has workers."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(pool.workers) as executor:
-        list(executor.map(lambda shot: pool.generate(shot[0], shot[1], steps=steps), shots))
-
-
 def _run_ray(args) -> int:
-    """A board's generation wall time: in this process one shot after another (the baseline), then on a local Ray
-    cluster of each worker count. Workers start and load the model before the clock starts (a running cluster has
-    them loaded), and that start-up is printed beside."""
-    import os
-    import tempfile
-
-    from backend.distributed.ray_pool import RayShotPool
-    from backend.pipelines.generate import generate_shot
+    from backend.distributed.benchmark import run_board_benchmark
 
     bundles = _bundle_paths(args.bundles)
-    counts = [int(n) for n in args.workers.split(",")]
-    weights = Path(args.weights) if args.weights else None
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="cinepregen-bench-ray-") as tmp:
-        generate_shot(bundles[0], Path(tmp) / "warm-up", weights=weights, steps=args.steps)
-        start = time.perf_counter()
-        for i, bundle in enumerate(bundles):
-            generate_shot(bundle, Path(tmp) / f"here-{i}", weights=weights, steps=args.steps)
-        baseline = time.perf_counter() - start
-        for workers in counts:
-            start = time.perf_counter()
-            pool = RayShotPool("local", workers=workers, weights=weights)
-            try:
-                warm_up = [(bundles[0], Path(tmp) / f"warm-{workers}-{w}") for w in range(workers)]
-                _generate_on(pool, warm_up, args.steps)  # start every worker and load its model
-                ready = time.perf_counter() - start
-                start = time.perf_counter()
-                _generate_on(pool, [(b, Path(tmp) / f"ray-{workers}-{i}") for i, b in enumerate(bundles)], args.steps)
-                rows.append((workers, time.perf_counter() - start, ready))
-            finally:
-                pool.shutdown()
-    print(f"{len(bundles)} shots, {args.steps or 'default'} steps, this machine: {os.cpu_count()} CPUs")
-    print(f"in process, one after another: {baseline:.1f} s")
-    for workers, seconds, ready in rows:
-        print(f"ray local, {workers} worker(s): {seconds:.1f} s ({baseline / seconds:.2f}x the in-process speed; "
-              f"workers started and loaded in {ready:.1f} s)")
-    if len(rows) > 1:
-        print(f"{rows[-1][0]} workers over {rows[0][0]}: {rows[0][1] / rows[-1][1]:.2f}x")
+    result = run_board_benchmark(bundles, [int(n) for n in args.workers.split(",")],
+                                 Path(args.weights) if args.weights else None, args.steps)
+    print(f"{len(bundles)} shots, {args.steps or 'default'} steps, this machine: {result['cpus']} CPUs")
+    print(f"in process, one after another: {result['in_process_s']:.1f} s")
+    for row in result["ray"]:
+        print(f"ray local, {row['workers']} worker(s): {row['seconds']:.1f} s "
+              f"({result['in_process_s'] / row['seconds']:.2f}x the in-process speed; workers started and loaded "
+              f"in {row['ready_s']:.1f} s)")
+    first, last = result["ray"][0], result["ray"][-1]
+    if last is not first:
+        print(f"{last['workers']} workers over {first['workers']}: {first['seconds'] / last['seconds']:.2f}x")
     return 0
 
 
