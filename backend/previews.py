@@ -39,6 +39,13 @@ def object_id_preview(object_id: np.ndarray) -> np.ndarray:
     return (palette[inverse.reshape(object_id.shape)] * 255).round().astype(np.uint8)
 
 
+def spread_frames(count: int, wanted: int) -> list[int]:
+    """``wanted`` frame indices spread evenly over ``count`` frames, first and last included (all of them when
+    there are fewer)."""
+    shown = min(wanted, count)
+    return [round(i * (count - 1) / max(shown - 1, 1)) for i in range(shown)]
+
+
 def depth_range(depths) -> tuple[float, float]:
     """(near, far) over a whole shot's depth passes (1st and 99th percentile), so previews do not flicker."""
     valid = np.concatenate([d[d > 0] for d in depths])

@@ -8,6 +8,7 @@ Blender's Python. Progress and the result show in the panel; Blender stays respo
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -53,9 +54,9 @@ def start_export(context) -> Path:
     command = [python, "-m", "backend.cli", "export", str(copy), "--out", str(out), "--scene", scene.name,
                "--formats", ",".join(f.lower() for f in formats), "--page", board.export_page,
                "--title", board.export_title or (Path(bpy.data.filepath).stem if bpy.data.filepath else scene.name)]
-    errors = (work / "errors.log").open("w")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
-    _export = {"process": process, "scene": scene.name, "out": out, "errors": work / "errors.log", "lines": []}
+    with (work / "errors.log").open("w") as errors:  # the child keeps its own handle
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, bufsize=1)
+    _export = {"process": process, "scene": scene.name, "out": out, "work": work, "lines": []}
     threading.Thread(target=_read_lines, args=(process, _export["lines"]), daemon=True).start()
     board.export_status, board.export_progress = "Exporting: starting", 0.0
     if not bpy.app.timers.is_registered(poll_export):
@@ -92,8 +93,10 @@ def poll_export() -> float | None:
                         if line.split(": ", 1)[0] in formats)  # "csv: DIR/board_shot_list.csv" per format
             board.export_status, board.export_progress = f"Exported {files} files to {_export['out']}", 1.0
         else:
-            lines = [line for line in _export["errors"].read_text(errors="replace").splitlines() if line.strip()]
+            errors = (_export["work"] / "errors.log").read_text(errors="replace")
+            lines = [line for line in errors.splitlines() if line.strip()]
             board.export_status = lines[-1] if lines else f"the export stopped (exit code {code})"
+    shutil.rmtree(_export["work"], ignore_errors=True)  # the saved copy of the file and the error log
     _export = None
     redraw()
     return None
@@ -136,8 +139,10 @@ def stop_export() -> None:
     global _export
     if bpy.app.timers.is_registered(poll_export):
         bpy.app.timers.unregister(poll_export)
-    if _export is not None and _export["process"].poll() is None:
-        _export["process"].terminate()
+    if _export is not None:
+        if _export["process"].poll() is None:
+            _export["process"].terminate()
+        shutil.rmtree(_export["work"], ignore_errors=True)
     _export = None
 
 

@@ -50,8 +50,8 @@ _loading = threading.Lock()
 
 def _fingerprint(folder: Path) -> tuple:
     """What changes when a model folder's files do (sizes and modification times), so new weights are loaded."""
-    return tuple(sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns)
-                        for p in folder.rglob("*") if p.is_file()))
+    files = [(p, p.stat()) for p in folder.rglob("*") if p.is_file()]
+    return tuple(sorted((str(p.relative_to(folder)), stat.st_size, stat.st_mtime_ns) for p, stat in files))
 
 
 def load_model(folder: str | Path, device: str = "cpu") -> tuple[LoadedModel, bool]:

@@ -139,23 +139,23 @@ class RayShotPool:
                 actor = self.idle.get(timeout=WORKER_WAIT_S)  # every worker is busy with one shot, or restarting
             except queue.Empty:
                 raise WorkerLost(f"no worker of the cluster answered for {WORKER_WAIT_S:g} s") from None
+            lost = False
             try:
                 result = self._run_on(actor, job_id, bundle_ref, steps, seed, report, should_cancel)
             except ray.exceptions.RayActorError:
                 # its process died: Ray restarts it and it rejoins the pool once it answers; the shot goes to the
                 # next free worker
+                lost = True
                 threading.Thread(target=self._rejoin_when_alive, args=(actor,), daemon=True).start()
                 continue
             except ray.exceptions.RayTaskError as error:
-                self.idle.put(actor)
                 cause = getattr(error, "cause", None) or error
                 if isinstance(cause, GenerationCancelled):
                     raise GenerationCancelled(str(cause).splitlines()[0]) from None
                 raise RuntimeError(_one_line(cause)) from None
-            except BaseException:
-                self.idle.put(actor)
-                raise
-            self.idle.put(actor)
+            finally:
+                if not lost:
+                    self.idle.put(actor)
             report(0.9, "write")
             written = write_shot(result["frames"], out_dir, result["metrics"], result["timings"])
             report(1.0, "done")

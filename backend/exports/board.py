@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from backend.exports.shot_list import ShotRecord, frame_rate, write_shot_list_csv
+from backend.previews import spread_frames
 from cinepregen_addon.core.names import safe_name
 
 FORMATS = ("otio", "edl", "fbx", "usd", "pdf", "csv")
 KEY_FRAME_WIDTH = 480
+KEY_FRAMES = 3  # per shot: first, middle and last
 ProgressFn = Callable[[float, str], None]
 
 
@@ -28,10 +30,6 @@ def parse_formats(text: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown export format {', '.join(unknown)}: choose from {', '.join(FORMATS)}")
     return list(dict.fromkeys(names))
-
-
-def _picks(count: int, wanted: int = 3) -> list[int]:
-    return sorted({round(i * (count - 1) / max(wanted - 1, 1)) for i in range(min(wanted, count))})
 
 
 def _save(image: np.ndarray, path: Path) -> str:
@@ -49,7 +47,8 @@ def clip_key_frames(clip: Path, out_dir: Path, stem: str) -> tuple[str, ...]:
     import imageio.v3 as iio
 
     frames = np.asarray(iio.imread(clip, plugin="FFMPEG"))
-    return tuple(_save(frames[i], out_dir / f"{stem}_{k}.png") for k, i in enumerate(_picks(len(frames))))
+    picks = spread_frames(len(frames), KEY_FRAMES)
+    return tuple(_save(frames[i], out_dir / f"{stem}_{k}.png") for k, i in enumerate(picks))
 
 
 def bundle_key_frames(bundle_dir: Path, out_dir: Path, stem: str) -> tuple[tuple[str, ...], str]:
@@ -58,7 +57,7 @@ def bundle_key_frames(bundle_dir: Path, out_dir: Path, stem: str) -> tuple[tuple
 
     passes = read_shot_bundle(bundle_dir).passes
     pictures, source = [], "clay pass" if passes[0].clay is not None else "normals pass"
-    for k, i in enumerate(_picks(len(passes))):
+    for k, i in enumerate(spread_frames(len(passes), KEY_FRAMES)):
         clay = passes[i].clay
         rgb = clay if clay is not None else normal_preview(passes[i].normal)  # the clay pass is RGB uint8
         pictures.append(_save(rgb, out_dir / f"{stem}_{k}.png"))
@@ -132,7 +131,8 @@ def board_records(scene, key_frame_dir: Path | None = None) -> list[ShotRecord]:
             elif bundle is not None and (bundle / "shot.json").is_file():
                 key_frames, source = bundle_key_frames(bundle, key_frame_dir, stem)
             else:
-                frames = [shot.frame_start + i for i in _picks(shot.frame_end - shot.frame_start + 1)]
+                shown = spread_frames(shot.frame_end - shot.frame_start + 1, KEY_FRAMES)
+                frames = [shot.frame_start + i for i in shown]
                 key_frames = workbench_key_frames(scene, shot.camera, frames, key_frame_dir, stem)
                 source = "viewport render"
         lens_start, lens_end = (_lens_at(scene, shot.camera, f) for f in (shot.frame_start, shot.frame_end))

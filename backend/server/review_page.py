@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from backend.previews import depth_preview, depth_range, normal_preview, object_id_preview
+from backend.previews import depth_preview, depth_range, normal_preview, object_id_preview, spread_frames
 
 PREVIEW_PASSES = ("depth", "normal", "object_id")
 _TEMPLATE = Template((Path(__file__).with_name("review.html")).read_text())
@@ -25,9 +25,7 @@ def write_pass_previews(bundle: Any, out_dir: Path, thumbnails: int = 4, height:
     """One PNG strip per guidance pass (``depth.png``, ``normal.png``, ``object_id.png``) of ``thumbnails`` frames
     spread over the shot; returns the pass names written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    count = len(bundle.passes)
-    shown = min(thumbnails, count)
-    picks = [round(i * (count - 1) / max(shown - 1, 1)) for i in range(shown)]
+    picks = spread_frames(len(bundle.passes), thumbnails)
     near, far = depth_range([p.depth for p in bundle.passes])
     width = max(1, round(bundle.width * height / bundle.height))
     for name in PREVIEW_PASSES:
