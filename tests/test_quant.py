@@ -31,7 +31,7 @@ from backend.quant.calibration_inputs import config_calibration_inputs
 from backend.quant.capture import StreamedBlockInputs, capture_block_samples, forms_chain, quantized_path_inputs
 from backend.quant.kmeans import kmeans
 from backend.quant.packing import pack_codes, packed_size, unpack_codes
-from backend.quant.vq4dit import SoftVQLinear, candidate_sets, one_hot_regularizer, soft_reconstruction
+from backend.quant.soft_vq import SoftVQLinear, candidate_sets, one_hot_regularizer, soft_reconstruction
 
 HIDDEN, TOKENS, IN_CHANNELS = 64, 16, 8
 

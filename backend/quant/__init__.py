@@ -2,7 +2,8 @@
 
 from backend.quant.baselines import UniformLinear
 from backend.quant.serialization import is_quantized_folder, load_quantized, save_quantized, size_on_disk
-from backend.quant.vq4dit import METHODS, QuantizedModelInfo, VQConfig, bits_to_vq_config, quantize_model
+from backend.quant.vq4dit import METHODS, QuantizedModelInfo, quantize_model
+from backend.quant.vq_config import VQConfig, bits_to_vq_config
 from backend.quant.vq_linear import PackedLinear, VQLinear, set_quantized_mode
 
 __all__ = [

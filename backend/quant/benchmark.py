@@ -21,7 +21,8 @@ import numpy as np
 
 from backend.eval.metrics import psnr
 from backend.quant.serialization import save_quantized, size_on_disk
-from backend.quant.vq4dit import bits_to_vq_config, quantize_model
+from backend.quant.vq4dit import quantize_model
+from backend.quant.vq_config import bits_to_vq_config
 
 
 def _timed(generate_fn) -> tuple:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:  # the calibration settings; only their seed and sample counts are read here
-    from backend.quant.vq4dit import VQConfig
+    from backend.quant.vq_config import VQConfig
 
 BlockSample = tuple[tuple, dict, torch.Tensor]  # (args, kwargs, full-precision output) of one block call
 

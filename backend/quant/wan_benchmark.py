@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from backend.quant.capture import find_blocks
-from backend.quant.vq4dit import bits_to_vq_config, quantize_model, select_linears
+from backend.quant.vq4dit import quantize_model, select_linears
+from backend.quant.vq_config import bits_to_vq_config
 from backend.quant.vq_linear import VQLinear
 
 WAN_SHAPES = {  # the published transformer configurations (Wan-AI/Wan2.1-VACE-*-diffusers)
