@@ -7,6 +7,9 @@ then in diffusers (so a Wan VACE or DiT folder needs no `--model-class`). Calibr
 module's `make_calibration_inputs(model, batch_size) -> dict` when it has one (a further parameter named after a
 component folder of the pipeline, such as `reference_encoder`, receives that component), else from the model's own
 config (`backend.quant.calibration_inputs`).
+
+The model loads in its file's dtype (a bf16 Wan 14B is 28 GB, not 56) and each block comes onto `--device` in float32
+only while it is calibrated (`backend.quant.offload`): a 14B model calibrates on one 24 GB GPU, or on a CPU with 64 GB.
 """
 
 from __future__ import annotations
@@ -63,6 +66,26 @@ def resolve_model_class(config: dict, model_class: str | None = None) -> type:
     raise WeightsError(f"no model class {name!r} in backend.models or diffusers; pass --model-class module:Class")
 
 
+def stored_dtype(folder: Path):
+    """The floating dtype most of the folder's safetensors weights are stored in (float32 when there are none)."""
+    import torch
+    from safetensors import safe_open
+
+    counts: dict[str, int] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as weights:
+            for name in weights.keys():
+                piece = weights.get_slice(name)
+                kind = piece.get_dtype()
+                if kind in ("F16", "BF16", "F32", "F64"):
+                    size = 1
+                    for extent in piece.get_shape():
+                        size *= extent
+                    counts[kind] = counts.get(kind, 0) + size
+    names = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
+    return names[max(counts, key=counts.get)] if counts else torch.float32
+
+
 def calibration_components(maker, weights: Path) -> dict:
     """The pipeline parts that the calibration-input maker asks for by parameter name (`reference_encoder=` for
     PrevisDiT), loaded from the pipeline folder's component folders of those names."""
@@ -107,7 +130,15 @@ def _run(args) -> int:
     except WeightsError as error:
         print(f"cinepregen quantize: {error}", file=sys.stderr)
         return 2
-    model = cls.from_pretrained(model_folder, local_files_only=True).eval()
+    device = args.device
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"cinepregen quantize: --device {device} but torch sees no CUDA GPU here; use --device cpu",
+                  file=sys.stderr)
+            return 2
+    model = cls.from_pretrained(model_folder, local_files_only=True, torch_dtype=stored_dtype(model_folder)).eval()
     overrides = {k: v for k, v in (("iterations", args.iterations), ("calibration_samples", args.samples),
                                    ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None}
     if args.codebooks:
@@ -120,7 +151,7 @@ def _run(args) -> int:
 
         info = quantize_model(model, args.method, args.bits, config,
                               make_calibration_inputs=lambda: maker(model, config.batch_size, **components),
-                              progress=progress)
+                              progress=progress, device=device)
     if is_pipeline:
         _copy_pipeline_parts(weights, out)
     save_quantized(model, model_out, info)
@@ -157,5 +188,8 @@ def add_parser(subparsers):
     parser.add_argument("--codebooks", choices=("layer", "shape"),
                         help="one codebook a layer, or one for a block's layers of each weight shape "
                              "(default: shape at 2 bits, layer at 3 and 4)")
+    parser.add_argument("--device", default="cpu",
+                        help="where each block is calibrated, one at a time in float32 (cpu, cuda, cuda:1; default: "
+                             "cpu); the rest of the model waits in host memory in its file's dtype")
     parser.add_argument("--model-class", help="module:Class, when config.json's _class_name is not in backend.models")
     parser.set_defaults(func=_run)

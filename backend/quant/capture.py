@@ -57,11 +57,17 @@ def _clone(value):
     return value
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward once what it records is recorded."""
+
+
 @torch.no_grad()
 def capture_block_samples(
-    model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict], count: int
+    model: nn.Module, blocks: list[nn.Module], make_calibration_inputs: Callable[[], dict], count: int,
+    stop_after: bool = False,
 ) -> list[list[BlockSample]]:
-    """Run the full-precision model `count` times and record every block's (args, kwargs, output) per run."""
+    """Run the full-precision model `count` times and record every block's (args, kwargs, output) per run; with
+    `stop_after`, each forward ends once the last of `blocks` has run (what comes after is not needed)."""
     samples: list[list[BlockSample]] = [[] for _ in blocks]
     pending: dict[int, tuple] = {}
 
@@ -71,6 +77,8 @@ def capture_block_samples(
 
         def post_hook(module, args, kwargs, output):
             samples[index].append((*pending.pop(index), torch.cat([t.detach().reshape(-1) for t in _tensors(output)])))
+            if stop_after and index == len(blocks) - 1:
+                raise _StopForward
 
         return pre_hook, post_hook
 
@@ -81,7 +89,8 @@ def capture_block_samples(
         handles.append(block.register_forward_hook(post_hook, with_kwargs=True))
     try:
         for _ in range(count):
-            model(**make_calibration_inputs())
+            with contextlib.suppress(_StopForward):
+                model(**make_calibration_inputs())
     finally:
         for handle in handles:
             handle.remove()
@@ -106,15 +115,12 @@ def block_output_error(block: nn.Module, samples: list[BlockSample]) -> float:
 def quantized_path_inputs(model: nn.Module, block: nn.Module, make_calibration_inputs: Callable[[], dict],
                           samples: list[BlockSample], seed: int) -> list[BlockSample]:
     """The block's inputs in the same calibration calls run again through the model as quantized so far, paired
-    with the full-precision outputs recorded first. Works for any model; costs a whole forward per call."""
+    with the full-precision outputs recorded first. Works for any model; costs a forward up to the block per call
+    (the blocks after it do not run, so an offloaded model fetches none of them)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        rerun = capture_block_samples(model, [block], make_calibration_inputs, len(samples))[0]
+        rerun = capture_block_samples(model, [block], make_calibration_inputs, len(samples), stop_after=True)[0]
     return [(args, kwargs, target) for (args, kwargs, _), (_, _, target) in zip(rerun, samples, strict=True)]
-
-
-class _StopForward(Exception):
-    """Raised by a hook to end a forward once the first block's inputs are recorded."""
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ picks the layers and runs the blocks in order (`quantize_model`).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import time
@@ -41,6 +42,7 @@ from backend.quant.capture import (
     relative_mse,
     replace_module,
 )
+from backend.quant.offload import BlockOffload, to_device
 from backend.quant.soft_vq import SoftVQLinear, calibrate_block, hard_vq_layers, soft_vq_layers
 from backend.quant.vq_config import VQConfig, bits_to_vq_config
 
@@ -146,6 +148,7 @@ def quantize_model(
     make_calibration_inputs: Callable[[], dict] | None = None,
     mode: str = "cached",
     progress: Callable[[int, int], None] | None = None,
+    device: str | torch.device | None = None,
 ) -> QuantizedModelInfo:
     """Replace the model's nn.Linear layers in place by VQLinear ("vq4dit", "kmeans", "codebook") or
     UniformLinear ("rtn" per output channel, "rtn-group"), calibrating block by block where the method does.
@@ -154,6 +157,10 @@ def quantize_model(
     timestep, random conditions); it is required by the calibrated methods and, when given, every method reports
     its held-out block-output errors (on full-precision inputs, and with every block quantized). `progress(done,
     total)` is called after each block (and once for the layers outside the blocks, when any are quantized).
+
+    With `device`, the blocks stay where they are, in their dtype, and each comes onto `device` in float32 only
+    while it runs or is calibrated (`backend.quant.offload`): a model far larger than the device calibrates there
+    (the inputs made by `make_calibration_inputs` are moved to it). The quantized model ends on the blocks' device.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -170,6 +177,13 @@ def quantize_model(
     linears, skipped = select_linears(model, config, unit, blocks)
     info = QuantizedModelInfo(method, bits, asdict(config), skipped=skipped)
 
+    offload = None
+    if device is not None:
+        storage = next((t.device for b in blocks for t in [*b.parameters(), *b.buffers()]), torch.device("cpu"))
+        offload = BlockOffload(model, blocks, device, storage)
+        if make_calibration_inputs is not None:
+            make_calibration_inputs = _on_device(make_calibration_inputs, offload.device)
+
     inputs, held_out = None, [[] for _ in blocks]
     if make_calibration_inputs is not None:
         inputs = block_inputs(model, blocks, make_calibration_inputs, config,
@@ -180,49 +194,63 @@ def quantize_model(
     by_block: dict[int | None, dict[str, nn.Linear]] = {}
     for name, linear in linears.items():
         by_block.setdefault(block_of.get(id(linear)), {})[name] = linear
+    del linears  # a block's original layers go once it is quantized (offloaded, they sit on the device till then)
 
     order = ([None] if None in by_block else []) + list(range(len(blocks)))  # every block moves the inputs on
     for done, index in enumerate(order, start=1):
-        group, record, calibration = by_block.get(index, {}), {"index": index}, []
-        if index is not None and inputs is not None:
-            calibration, held_out[index] = inputs.block_samples(index, blocks[index])
-        if is_vq and group:
-            phase = time.perf_counter()
-            soft = soft_vq_layers(group, config, config.n if method == "vq4dit" else 1)
-            record["kmeans_seconds"] = time.perf_counter() - phase  # k-means and candidate sets
-            for name, layer in soft.items():
-                replace_module(model, name, layer)
-            if index is not None and held_out[index]:
-                record["kmeans_error"] = _evaluate_with_hard_start(blocks[index], soft, held_out[index])
-            if index is not None and method in ("vq4dit", "codebook"):
+        group, record, calibration = by_block.pop(index, {}), {"index": index}, []
+        on_device = (offload.on_device(blocks[index]) if offload is not None and index is not None
+                     else contextlib.nullcontext())
+        with on_device:
+            if index is not None and inputs is not None:
+                calibration, held_out[index] = inputs.block_samples(index, blocks[index])
+            if is_vq and group:
                 phase = time.perf_counter()
-                with torch.enable_grad():
-                    calibrate_block(blocks[index], soft, calibration, config, method == "vq4dit")
-                record["calibration_seconds"] = time.perf_counter() - phase
-            for name, quantized in hard_vq_layers(soft).items():
-                quantized.set_mode(mode)
-                replace_module(model, name, quantized)
-                info.layers[name] = _layer_stats("vq", group[name].weight, quantized)
-        elif not is_vq:
-            for name, linear in group.items():
-                quantized = UniformLinear.from_linear(linear, bits, unit if method == "rtn-group" else None, mode)
-                replace_module(model, name, quantized)
-                info.layers[name] = _layer_stats("uniform", linear.weight, quantized)
-        if index is not None and inputs is not None:
-            inputs.advance(blocks[index])
-        if index is not None and group:
-            record["error"] = block_output_error(blocks[index], held_out[index]) if held_out[index] else None
-            info.blocks.append(record)
-            logger.info("%s %d-bit block %d: %s", method, bits, index, record)
+                soft = soft_vq_layers(group, config, config.n if method == "vq4dit" else 1)
+                record["kmeans_seconds"] = time.perf_counter() - phase  # k-means and candidate sets
+                for name, layer in soft.items():
+                    replace_module(model, name, layer)
+                if index is not None and held_out[index]:
+                    record["kmeans_error"] = _evaluate_with_hard_start(blocks[index], soft, held_out[index])
+                if index is not None and method in ("vq4dit", "codebook"):
+                    phase = time.perf_counter()
+                    with torch.enable_grad():
+                        calibrate_block(blocks[index], soft, calibration, config, method == "vq4dit")
+                    record["calibration_seconds"] = time.perf_counter() - phase
+                for name, quantized in hard_vq_layers(soft).items():
+                    quantized.set_mode(mode)
+                    replace_module(model, name, quantized)
+                    info.layers[name] = _layer_stats("vq", group[name].weight, quantized)
+            elif not is_vq:
+                for name, linear in group.items():
+                    quantized = UniformLinear.from_linear(linear, bits, unit if method == "rtn-group" else None, mode)
+                    replace_module(model, name, quantized)
+                    info.layers[name] = _layer_stats("uniform", linear.weight, quantized)
+            if index is not None and inputs is not None:
+                inputs.advance(blocks[index])
+            if index is not None and group:
+                record["error"] = block_output_error(blocks[index], held_out[index]) if held_out[index] else None
+                info.blocks.append(record)
+                logger.info("%s %d-bit block %d: %s", method, bits, index, record)
+        del group
         if progress:
             progress(done, len(order))
+    if offload is not None:
+        offload.upcast_leftovers()  # norms, biases, skipped layers: rounded and stored as in a whole-model run
     round_leftovers(model, getattr(torch, config.leftover_dtype))
     if inputs is not None:
         errors = quantized_path_errors(model, blocks, make_calibration_inputs, held_out, inputs.held_out_rng)
         for record in info.blocks:
             record["path_error"] = errors[record["index"]]
+    if offload is not None:
+        offload.close()
+        model.to(offload.storage)
     info.seconds = time.perf_counter() - start
     return info
+
+
+def _on_device(make_calibration_inputs: Callable[[], dict], device: torch.device) -> Callable[[], dict]:
+    return lambda: to_device(make_calibration_inputs(), device)
 
 
 @torch.no_grad()
