@@ -242,5 +242,7 @@ def test_the_wan_benchmark_measures_every_variant_at_a_given_shape(monkeypatch):
     assert max(rows["VQ4DiT 2-bit"]["parameter_bytes"], rows["VQ4DiT 3-bit"]["parameter_bytes"]) \
         < rows["fp32"]["parameter_bytes"]
     assert all(row["seconds_per_step"] > 0 and row["peak_memory_bytes"] > 0 for row in rows.values())
-    assert result["calibration"]["blocks"] == 3 and result["calibration"]["kmeans_seconds"] > 0
+    calibration = result["calibration"]
+    assert calibration["blocks"] == 3 and calibration["kmeans_seconds"] > 0 and calibration["calibration_seconds"] > 0
+    assert calibration["peak_memory_bytes"] > 0 and calibration["bits"] == 2
     assert "| VQ4DiT 2-bit |" in wan_benchmark.format_wan_table(result)

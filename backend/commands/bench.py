@@ -258,7 +258,8 @@ def _add_wan(benchmarks) -> None:
         description="Build the Wan 2.1 VACE transformer at the 1.3B or 14B shape with random weights (no download) "
                     "and measure parameter bytes, peak memory and seconds per denoising step for full precision "
                     "and packed VQ4DiT layers (3 and 2 bits, dequantized per call), and the seconds VQ4DiT needs "
-                    "for one block. On a GPU: 480x832, 81 frames by default; on a CPU: 240x416, 5 frames.")
+                    "a block, calibrated one at a time as `cinepregen quantize --device` does, with the device's "
+                    "peak memory. On a GPU: 480x832, 81 frames by default; on a CPU: 240x416, 5 frames.")
     parser.add_argument("--shape", choices=("1.3B", "14B"), default="1.3B")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when there is one)")
     parser.add_argument("--frames", type=int, help="frames (4k+1)")

@@ -5,7 +5,9 @@ memory do not depend on the values, only on the shapes, so each VQ variant is th
 linear replaced by a packed ``VQLinear`` (3 bits: d=2, k=64; 2 bits: d=4, k=256) in the serving mode, one layer
 dequantized per call; what the quantization does to quality is ``bench vq-blocks``'s and ``bench vq``'s business.
 Per variant: parameter bytes, peak memory of one denoising step (two forwards: classifier-free guidance) and its
-seconds. Once: seconds to calibrate one block with VQ4DiT on zero-data inputs.
+seconds. Once: VQ4DiT on zero-data inputs for a VACE block and a main block of the real width, calibrated as
+`cinepregen quantize --device` does (the model in bf16 in host memory, the block at work in float32 on the
+device): seconds per block and the device's peak memory, which is what calibrating the whole model needs there.
 
 On a GPU the defaults are Wan's own 480x832, 81 frames (it must finish within 10 minutes on one GPU); on a CPU
 the 1.3B shape runs at a reduced size and frame count.
@@ -35,13 +37,15 @@ COMMON = dict(patch_size=(1, 2, 2), in_channels=16, out_channels=16, text_dim=40
 TEXT_TOKENS = 512
 
 
-def build(shape: str, bits: int | None, device: str, dtype: torch.dtype) -> nn.Module:
-    """The transformer at ``shape`` on ``device``: random weights (``bits`` None) or packed VQ block linears."""
+def build(shape: str, bits: int | None, device: str, dtype: torch.dtype, one_block: bool = False) -> nn.Module:
+    """The transformer at ``shape`` on ``device``: random weights (``bits`` None) or packed VQ block linears; with
+    ``one_block``, one VACE block and one main block of that width."""
     from accelerate import init_empty_weights
     from diffusers import WanVACETransformer3DModel
 
+    layers = dict(num_layers=1, vace_layers=[0]) if one_block else {}
     with init_empty_weights(include_buffers=False):
-        model = WanVACETransformer3DModel(**COMMON, **WAN_SHAPES[shape])
+        model = WanVACETransformer3DModel(**COMMON, **{**WAN_SHAPES[shape], **layers})
     if bits is not None:
         config = bits_to_vq_config(bits)
         chosen, _ = select_linears(model, config, config.d, find_blocks(model))
@@ -90,20 +94,24 @@ def time_step(model: nn.Module, frames: int, height: int, width: int, device: st
 
 
 def calibration_seconds(shape: str, bits: int, iterations: int, device: str) -> dict:
-    """Seconds VQ4DiT needs for the first block (k-means, candidate sets and calibration) on zero-data inputs."""
+    """Seconds a block takes VQ4DiT (k-means, candidate sets and calibration) and the device's peak memory, with
+    the blocks waiting on the CPU in bf16 and each calibrated on ``device`` in float32."""
     from backend.quant.calibration_inputs import config_calibration_inputs
 
-    model = build(shape, None, device, torch.float32)
+    model = build(shape, None, "cpu", torch.bfloat16, one_block=True)
     config = bits_to_vq_config(bits, iterations=iterations, calibration_samples=2, batch_size=1, eval_samples=1)
-    block = model.blocks[0]
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    info = quantize_model(model, "vq4dit", bits, config, blocks=[block],
-                          make_calibration_inputs=lambda: {k: v.to(device) if torch.is_tensor(v) else v
-                                                           for k, v in config_calibration_inputs(model, 1).items()})
-    record = next(b for b in info.blocks if b["index"] == 0)
-    return {"block_seconds": time.perf_counter() - start, "kmeans_seconds": record.get("kmeans_seconds"),
-            "calibration_seconds": record.get("calibration_seconds"), "iterations": iterations,
-            "blocks": len(find_blocks(model))}
+    info = quantize_model(model, "vq4dit", bits, config, device=device,
+                          make_calibration_inputs=lambda: config_calibration_inputs(model, 1))
+    seconds = time.perf_counter() - start
+    blocks = len(WAN_SHAPES[shape]["vace_layers"]) + WAN_SHAPES[shape]["num_layers"]
+    return {"block_seconds": seconds / len(info.blocks), "blocks": blocks, "iterations": iterations, "bits": bits,
+            "kmeans_seconds": sum(b["kmeans_seconds"] for b in info.blocks) / len(info.blocks),
+            "calibration_seconds": sum(b["calibration_seconds"] for b in info.blocks) / len(info.blocks),
+            "peak_memory_bytes": _peak_memory(device)}
 
 
 def run(shape: str, device: str, frames: int, height: int, width: int, variants: list, iterations: int,
@@ -139,7 +147,9 @@ def format_wan_table(result: dict) -> str:
         lines.append(f"| {row['variant']} | {row['parameter_bytes'] / 2**30:.2f} GiB | "
                      f"{row['peak_memory_bytes'] / 2**30:.2f} GiB | {row['seconds_per_step']:.2f} |")
     c = result["calibration"]
-    lines += ["", f"VQ4DiT calibration of one block ({c['iterations']} iterations): {c['block_seconds']:.1f} s "
-              f"(k-means {c['kmeans_seconds']:.1f} s, calibration {c['calibration_seconds']:.1f} s); "
-              f"{c['blocks']} blocks in all"]
+    lines += ["", f"VQ4DiT {c['bits']}-bit calibration, one block at a time on {result['device']} (the others in "
+              f"bf16 on the CPU), {c['iterations']} iterations: {c['block_seconds']:.1f} s a block (k-means "
+              f"{c['kmeans_seconds']:.1f} s, calibration {c['calibration_seconds']:.1f} s), about "
+              f"{c['block_seconds'] * c['blocks'] / 60:.0f} min for the {c['blocks']} blocks; peak memory "
+              f"{c['peak_memory_bytes'] / 2**30:.2f} GiB"]
     return "\n".join(lines) + "\n"
