@@ -82,7 +82,11 @@ class WanVaceAdapter(ModelAdapter):
         transformers_logging.disable_progress_bar()
         pipeline = WanVACEPipeline.from_pretrained(self.folder, local_files_only=True, dtype=dtype, **extra)
         pipeline.set_progress_bar_config(disable=True)
-        return LoadedWanVace(pipeline.to(device), self.sampling(), self.capabilities().size_multiple)
+        if device == "cpu":
+            pipeline.to(device)
+        else:  # the text encoder (umT5-XXL: 11 GB in bf16), the transformer and the VAE take the GPU in turn
+            pipeline.enable_model_cpu_offload(device=device)
+        return LoadedWanVace(pipeline, self.sampling(), self.capabilities().size_multiple)
 
 
 def generated_size(width: int, height: int, multiple: int) -> tuple[int, int]:
