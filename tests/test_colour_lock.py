@@ -1,0 +1,89 @@
+"""Each object's colour held over the shot from the ID pass (`backend.pipelines.colour_lock`): drift and flicker go,
+the clay pass's light changes and the texture inside an object stay."""
+
+import numpy as np
+from helpers import tiny_pipeline
+from test_pipeline import synthetic_bundle
+
+from backend.eval.metrics import colour_drift
+from backend.pipelines.colour_lock import MAX_GAIN, MIN_PIXELS, lock_object_colours
+
+FRAMES, H, W = 12, 32, 48
+
+
+def two_objects() -> np.ndarray:
+    ids = np.zeros((FRAMES, H, W), np.int32)
+    for f in range(FRAMES):  # object 1 slides right; 0 is the background
+        ids[f, 8:24, 4 + 2 * f:20 + 2 * f] = 1
+    return ids
+
+
+def textured(ids: np.ndarray, albedo_by_frame, light=None) -> np.ndarray:
+    """Frames whose object 1 has a stripe texture on an albedo that changes per frame, under ``light``."""
+    rng = np.random.default_rng(0)
+    stripes = 0.8 + 0.4 * (np.arange(W) % 4 < 2)  # x 0.8 / 1.2 around the mean
+    frames = np.empty((FRAMES, H, W, 3), np.float32)
+    for f in range(FRAMES):
+        frames[f] = 0.3 + 0.02 * rng.standard_normal((H, W, 3))
+        tint = np.asarray(albedo_by_frame(f), np.float32) * (1.0 if light is None else light[f, 12, 12 + 2 * f])
+        frames[f][ids[f] == 1] = (tint[None] * stripes[None, :, None].repeat(H, 0))[ids[f] == 1]
+    return np.clip(frames, 0, 1)
+
+
+def object_means(frames, ids, obj):
+    return np.stack([frames[f][ids[f] == obj].mean(0) for f in range(len(frames))])
+
+
+def test_a_drifting_object_is_held_at_its_shot_colour_with_its_texture():
+    ids = two_objects()
+    frames = textured(ids, lambda f: (0.5 - 0.02 * f, 0.3, 0.2 + 0.02 * f))  # red fades, blue grows: 40%+ drift
+    assert max(colour_drift(frames, ids).values()) > 0.3
+    held = lock_object_colours(frames, ids)
+    means = object_means(held, ids, 1)
+    np.testing.assert_allclose(means, means.mean(0, keepdims=True).repeat(FRAMES, 0), atol=2e-3)
+    assert max(colour_drift(held, ids).values()) < 0.01
+    for f in (0, FRAMES - 1):  # the stripes are the model's: same contrast inside the object, per channel
+        inside = ids[f] == 1
+        before, after = frames[f][inside], held[f][inside]
+        np.testing.assert_allclose(after / after.mean(0), before / before.mean(0), rtol=1e-4)
+
+
+def test_the_clay_pass_light_still_changes_the_object():
+    """A character walking into shadow: its clay shading falls to 40%; its generated albedo also wanders. Held, the
+    albedo is steady and the colour follows the light."""
+    ids = two_objects()
+    light = np.ones((FRAMES, H, W, 3), np.float32)
+    for f in range(FRAMES):
+        light[f][ids[f] == 1] = 1.0 - 0.6 * f / (FRAMES - 1)
+    frames = textured(ids, lambda f: (0.6, 0.4 + 0.03 * f, 0.2), light)
+    held = lock_object_colours(frames, ids, light)
+    means, shade = object_means(held, ids, 1), object_means(light, ids, 1)
+    albedo = means / shade
+    np.testing.assert_allclose(albedo, albedo.mean(0, keepdims=True).repeat(FRAMES, 0), rtol=5e-3)
+    assert means[-1].mean() < 0.5 * means[0].mean()  # the shadow is kept
+    # without the clay pass the same frames would be held at one brightness: the light is what keeps it
+    flat = object_means(lock_object_colours(frames, ids), ids, 1)
+    assert flat[-1].mean() > 0.9 * flat[0].mean()
+
+
+def test_small_fleeting_and_black_objects_are_left_or_bounded():
+    ids = two_objects()
+    ids[3, 0:2, 0:10] = 7  # 20 pixels, one frame: nothing to hold to
+    ids[:, 30:32, 0:20] = 8  # 40 pixels a frame: below MIN_PIXELS
+    assert 20 < MIN_PIXELS and 40 < MIN_PIXELS
+    frames = textured(ids, lambda f: (0.5, 0.3, 0.2))
+    frames[5][ids[5] == 1] = 0.01  # one frame came out near black
+    held = lock_object_colours(frames, ids)
+    for obj in (7, 8):
+        np.testing.assert_array_equal(held[ids == obj], frames[ids == obj])
+    assert held[5][ids[5] == 1].max() <= 0.01 * MAX_GAIN + 1e-6  # lifted at most MAX_GAIN x, not to the mean
+
+
+def test_the_pipeline_holds_colours_by_default_and_shows_the_drift_without():
+    """The tiny random pipeline drifts as it likes; its delivered clip is the held one."""
+    pipeline, bundle = tiny_pipeline(), synthetic_bundle(8)
+    raw = pipeline(bundle, num_inference_steps=2, lock_colours=False)
+    held = pipeline(bundle, num_inference_steps=2)
+    ids = np.stack([p.object_id for p in bundle.passes])
+    np.testing.assert_array_equal(held, lock_object_colours(raw, ids))
+    assert max(colour_drift(held, ids).values()) < 0.01 < max(colour_drift(raw, ids).values())
