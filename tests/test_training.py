@@ -107,12 +107,18 @@ def test_fine_tuning_starts_from_a_saved_pipeline_and_keeps_its_sampling(dataset
     assert main(["train", *common, "--out", str(tmp_path / "base"), "--preset", "tiny-test"]) == 0
     start = PrevisPipeline.from_pretrained(tmp_path / "base" / "final")
     start.sampling["num_inference_steps"] = 3
+    # as the previs models before albedo: they painted frames
+    painted = type(start.transformer).from_config({**start.transformer.config, "prediction_type": "sample"})
+    painted.load_state_dict(start.transformer.state_dict())
+    start.transformer = painted
+    start.refiner = type(start.refiner).from_config({**start.refiner.config, "albedo": False})
     start.save_pretrained(tmp_path / "start")
 
     assert main(["train", *common, "--out", str(tmp_path / "tune"), "--init-from", str(tmp_path / "start"),
                  "--reference-swap", "1.0", "--warmup", "1"]) == 0
     tuned = PrevisPipeline.from_pretrained(tmp_path / "tune" / "final")
     assert tuned.sampling["num_inference_steps"] == 3
+    assert tuned.transformer.config.prediction_type == "albedo" and tuned.refiner.config.albedo  # the preset's
     assert tuned.transformer.config.hidden_size == start.transformer.config.hidden_size == 32  # not the preset
     before = dict(start.transformer.named_parameters())
     assert any(not torch.equal(p, before[n]) for n, p in tuned.transformer.named_parameters())

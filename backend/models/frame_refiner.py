@@ -7,7 +7,9 @@ inverse depth, normals, ID edges and clay pass (``backend.conditioning.FULL_RES_
 so edges go where the ID, depth and normal discontinuities are and shading follows the clay pass. Its last layer
 starts at zero: an untrained refiner is plain bilinear upsampling. It is fully convolutional (any size), and runs
 frame by frame after sampling (``PrevisPipeline``); it is trained on the DiT's own clean-frame predictions
-(``backend.training.losses``).
+(``backend.training.losses``). With ``albedo`` (the DiT paints albedo) it refines the albedo and lights it with the
+full-resolution clay pass (``backend.conditioning.lit_by_clay``), so the shading and shadow edges of the delivered
+frame are the engine's own at the bundle's resolution.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from backend.conditioning import FULL_RES_CHANNELS
+from backend.conditioning import FULL_RES_CHANNELS, SHADING_CHANNELS, lit_by_clay
 
 
 class ResidualBlock(nn.Module):
@@ -32,10 +34,12 @@ class ResidualBlock(nn.Module):
 
 
 class FrameRefiner(ModelMixin, ConfigMixin):
-    """(N, 3, h, w) frames in [-1, 1] + (N, guidance_channels, H, W) full-resolution guidance -> (N, 3, H, W)."""
+    """(N, 3, h, w) frames (or albedo) in [-1, 1] + (N, guidance_channels, H, W) full-resolution guidance, the clay
+    pass and its flag last -> (N, 3, H, W) frames."""
 
     @register_to_config
-    def __init__(self, guidance_channels: int = FULL_RES_CHANNELS, width: int = 32, num_blocks: int = 4):
+    def __init__(self, guidance_channels: int = FULL_RES_CHANNELS, width: int = 32, num_blocks: int = 4,
+                 albedo: bool = False):
         super().__init__()
         self.conv_in = nn.Conv2d(3 + guidance_channels, width, 3, padding=1)
         self.body = nn.Sequential(*[ResidualBlock(width) for _ in range(num_blocks)])
@@ -49,4 +53,7 @@ class FrameRefiner(ModelMixin, ConfigMixin):
                              f"got {tuple(guidance.shape)}")
         upsampled = F.interpolate(frames, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
         x = self.conv_in(torch.cat([upsampled, guidance.to(frames.dtype)], dim=1))
-        return upsampled + self.conv_out(F.gelu(self.body(F.gelu(x))))
+        refined = upsampled + self.conv_out(F.gelu(self.body(F.gelu(x))))
+        if self.config.albedo:
+            return lit_by_clay(refined, guidance[:, -SHADING_CHANNELS:])
+        return refined

@@ -26,6 +26,13 @@ Design choices, each for this project's constraints (CPU-only, no pretrained wei
   trained 500 steps to predict the velocity sampled pure-noise-textured clips (10.3 dB PSNR against the targets).
   ``"velocity"`` remains for models that predict it directly. The objective is
   ``backend.training.losses.training_loss``.
+- **Albedo prediction** (``prediction_type="albedo"``, the presets): the network outputs each surface's colour
+  and the clean frames are that colour lit by the clay pass (``backend.conditioning.lit_by_clay``), so light,
+  shadows and their edges come exactly from the engine and the model only paints materials. The diffusion itself
+  stays on frames (noisy frames in, the velocity of frames out). Measured on held-out shots before training on it:
+  the Cycles target is albedo times clay shading to 37 dB with one flat albedo per object (a shot without textured
+  objects), and even one grey albedo everywhere times the clay pass scored 21 dB where the previs-tiny that painted
+  frames scored 19.9.
 """
 
 from __future__ import annotations
@@ -39,15 +46,15 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps, get_1d_sincos_pos_embed_from_grid
 from diffusers.models.modeling_utils import ModelMixin
 
-from backend.conditioning import CONDITION_CHANNELS, masks_to_tokens
+from backend.conditioning import CONDITION_CHANNELS, SHADING_CHANNELS, lit_by_clay, masks_to_tokens
 from backend.models.masked_ip_adapter import MaskedIPAttnProcessor
 
-PREDICTION_TYPES = ("sample", "velocity")
+PREDICTION_TYPES = ("sample", "velocity", "albedo")
 MIN_SIGMA = 0.05  # clean-frame prediction: velocity = (noisy - clean) / sigma, with sigma clamped here
 
 # Named sizes (DiT-style registry). previs-tiny (2.9 M params): a 16-frame 128x72 shot, 10 steps with CFG, 3.4 s here.
-# Every preset reads the clay pass and context frames (shading_channels, context_channels).
-_CLIP_INPUTS = dict(shading_channels=4, context_channels=4)
+# Every preset reads the clay pass and context frames (shading_channels, context_channels) and paints albedo.
+_CLIP_INPUTS = dict(shading_channels=4, context_channels=4, prediction_type="albedo")
 PRESETS: dict[str, dict] = {
     "tiny-test": dict(hidden_size=32, depth=1, num_heads=2, reference_dim=32, **_CLIP_INPUTS),
     "previs-tiny": dict(hidden_size=128, depth=6, num_heads=4, reference_dim=128, **_CLIP_INPUTS),
@@ -118,7 +125,8 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         reference_dim: width of the reference tokens the masked IP processors read.
         attention: "factorised" (spatial then temporal, the default, faster here) or "full" (one 3-D attention).
         sample_size: (height, width) the model is trained at; sets the token budget the pipeline runs at.
-        prediction_type: "sample" (the network outputs clean frames) or "velocity" (it outputs noise - clean).
+        prediction_type: "sample" (the network outputs clean frames), "velocity" (it outputs noise - clean) or
+            "albedo" (it outputs surface colours; the clean frames are them lit by the clay pass: needs shading).
         shading_channels: extra input channels for the clay pass and its flag (0: the model does not read it).
         context_channels: extra input channels for clean context frames (RGB and a flag, 0: none). Long shots are
             generated in overlapping windows; each window's first frames carry the previous window's last frames
@@ -137,6 +145,8 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if attention not in ("factorised", "full"):
             raise ValueError(f"attention must be 'factorised' or 'full', got {attention!r}")
+        if prediction_type == "albedo" and shading_channels < SHADING_CHANNELS:
+            raise ValueError(f"an albedo model reads the clay pass: shading_channels must be {SHADING_CHANNELS}")
         if hidden_size % num_heads or hidden_size % 4:
             raise ValueError(f"hidden_size {hidden_size} must divide by num_heads {num_heads} and by 4")
         # 1. Patch embedding of noisy frames, guidance, shading and context together
@@ -174,7 +184,8 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
                 reference_tokens: torch.Tensor | None = None, object_masks: torch.Tensor | None = None,
                 reference_strengths: torch.Tensor | None = None, shading: torch.Tensor | None = None,
                 context: torch.Tensor | None = None) -> torch.Tensor:
-        """Clean frames or velocity (``config.prediction_type``), (B, F, 3, H, W); see :func:`velocity_from_output`.
+        """Clean frames, velocity or albedo (``config.prediction_type``), (B, F, 3, H, W); see
+        :func:`velocity_from_output`.
 
         Args:
             noisy_frames: (B, F, 3, H, W). timestep: (B,) or scalar, in [0, 1000] (sigma * 1000).
@@ -260,13 +271,17 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
 
 
 def velocity_from_output(model: PrevisDiT, output: torch.Tensor, noisy_frames: torch.Tensor,
-                         sigma: torch.Tensor) -> torch.Tensor:
+                         sigma: torch.Tensor, shading: torch.Tensor | None = None) -> torch.Tensor:
     """The flow-matching velocity ``noise - clean`` from the model's output, whichever it predicts.
 
-    ``sigma``: (B,) noise level in [0, 1] of ``noisy_frames = (1 - sigma) * clean + sigma * noise``.
+    ``sigma``: (B,) noise level in [0, 1] of ``noisy_frames = (1 - sigma) * clean + sigma * noise``; ``shading``:
+    the clay pass the model read (B, F, SHADING_CHANNELS, H, W), which lights an albedo output (None: no
+    clay pass, the albedo is taken as the frame).
     """
     if model.config.prediction_type == "velocity":
         return output
+    if model.config.prediction_type == "albedo" and shading is not None:
+        output = lit_by_clay(output, shading)
     sigma = sigma.reshape(-1, 1, 1, 1, 1).to(output.dtype).clamp(min=MIN_SIGMA)
     return (noisy_frames - output) / sigma
 

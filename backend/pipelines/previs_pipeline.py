@@ -44,7 +44,14 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.adapters import DEFAULT_WEIGHTS
-from backend.conditioning import batch_conditions, clip_conditions, shot_passes, working_resolution
+from backend.conditioning import (
+    SHADING_CHANNELS,
+    batch_conditions,
+    clip_conditions,
+    lit_by_clay,
+    shot_passes,
+    working_resolution,
+)
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
@@ -199,6 +206,7 @@ class PrevisPipeline:
         else:
             windows = [(0, frames, 0)]
         total = steps * len(windows)
+        paints_albedo = config.prediction_type == "albedo"
         low = torch.zeros(frames, 3, height, width, device=self.device)  # the DiT's frames in [-1, 1]
         video = torch.zeros(frames, 3, bundle.height, bundle.width)
         for w, (start, length, context) in enumerate(windows):
@@ -206,7 +214,8 @@ class PrevisPipeline:
                 if callback is not None:
                     callback(done + i, total)
 
-            clip = clip_conditions(passes, start, length, width, height, full_resolution=self.refiner is not None)
+            clip = clip_conditions(passes, start, length, width, height,
+                                   full_resolution=self.refiner is not None or paints_albedo)
             inputs = batch_conditions([clip])
             context_input = None
             if config.context_channels:
@@ -216,16 +225,18 @@ class PrevisPipeline:
             masks = None
             if tokens is not None and masked:
                 masks = inputs["object_masks"][:, active].to(self.device)
-            sample = self._denoise(inputs["guidance"].to(self.device), inputs["shading"].to(self.device),
-                                   context_input, tokens, masks, strengths, steps, scale, generator, step_callback)
+            shading = inputs["shading"].to(self.device)
+            picture = self._denoise(inputs["guidance"].to(self.device), shading, context_input, tokens, masks,
+                                    strengths, steps, scale, generator, step_callback)[0]
             if smooth_seams:
                 coverage = inputs["object_masks"]
                 coverage = coverage[0].transpose(0, 1).to(self.device) if coverage is not None else None
-                sample = smooth_patch_seams(sample[0], inputs["guidance"][0, :, :SEAM_CUES].to(self.device),
-                                            config.patch_size, coverage)[None]
-            low[start + context:start + length] = sample[0, context:]
+                picture = smooth_patch_seams(picture, inputs["guidance"][0, :, :SEAM_CUES].to(self.device),
+                                             config.patch_size, coverage)
+            lit = lit_by_clay(picture, shading[0]) if paints_albedo else picture
+            low[start + context:start + length] = lit[context:]
             video[start + context:start + length] = self._to_bundle_size(
-                sample[0, context:], inputs["full_guidance"], context, bundle.height, bundle.width)
+                picture[context:], inputs["full_guidance"], context, bundle.height, bundle.width)
 
         # 4. As (F, H, W, 3) in [0, 1], each object's colour held over the shot
         clip = ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
@@ -237,13 +248,16 @@ class PrevisPipeline:
 
     def _to_bundle_size(self, frames: torch.Tensor, full_guidance: torch.Tensor | None, skip: int, height: int,
                         width: int) -> torch.Tensor:
-        """(N, 3, h, w) frames in [-1, 1] at the bundle's size: refined with the window's full-resolution guidance
-        (frames after its first ``skip``), or upsampled bilinearly without a refiner."""
+        """(N, 3, h, w) frames (or albedo) in [-1, 1] as frames at the bundle's size: refined with the window's
+        full-resolution guidance (frames after its first ``skip``), or upsampled bilinearly without a refiner (and
+        then, for an albedo model, lit by the full-resolution clay pass)."""
         frames = frames.float()
         if self.refiner is None or full_guidance is None:
-            if frames.shape[-2:] == (height, width):
-                return frames.cpu()
-            return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False).cpu()
+            if frames.shape[-2:] != (height, width):
+                frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
+            if self.transformer.config.prediction_type == "albedo" and full_guidance is not None:
+                frames = lit_by_clay(frames, full_guidance[0, skip:, -SHADING_CHANNELS:].to(frames.device))
+            return frames.cpu()
         guidance = full_guidance[0, skip:]
         out = []
         for i in range(0, len(frames), REFINER_CHUNK_FRAMES):
@@ -254,7 +268,9 @@ class PrevisPipeline:
     def _denoise(self, guidance: torch.Tensor, shading: torch.Tensor, context: torch.Tensor | None,
                  tokens: torch.Tensor | None, masks: torch.Tensor | None, strengths: torch.Tensor | None, steps: int,
                  scale: float, generator: torch.Generator, step_callback: Callable[[int], None]) -> torch.Tensor:
-        """One clip's sampling loop: Euler steps on the flow from noise (sigma 1) to frames (sigma 0)."""
+        """One clip's sampling loop: Euler steps on the flow from noise (sigma 1) to frames (sigma 0). Returns the
+        clip in the model's own terms: the last step's (guided) albedo for a model that paints albedo, which the
+        refiner lights at full resolution, else the sampled frames."""
         batch, frames, _, height, width = guidance.shape
         sample = torch.randn((batch, frames, 3, height, width), generator=generator).to(self.device)
         shading = shading if self.transformer.config.shading_channels else None
@@ -277,14 +293,15 @@ class PrevisPipeline:
             model_input = sample.repeat(2, 1, 1, 1, 1) if use_cfg else sample
             timestep = t.expand(model_input.shape[0])
             output = self.transformer(model_input, timestep, guidance, tokens, masks, strengths, shading, context)
-            velocity = velocity_from_output(self.transformer, output, model_input, timestep / 1000)
-            if use_cfg:
-                uncond, cond = velocity.chunk(2)
+            if use_cfg:  # on the output: the velocity is affine in it, so this is guidance on the velocity
+                uncond, cond = output.chunk(2)
                 guided = (scale - 1) * (cond - uncond)
-                velocity = cond + (guided if inside is None else guided * inside)
+                output = cond + (guided if inside is None else guided * inside)
+            clip_shading = None if shading is None else shading[:batch]
+            velocity = velocity_from_output(self.transformer, output, sample, timestep[:batch] / 1000, clip_shading)
             sample = self.scheduler.step(velocity, t, sample, return_dict=False)[0]
             step_callback(i + 1)
-        return sample
+        return output if self.transformer.config.prediction_type == "albedo" else sample
 
 
 def make_generate_fn(weights: str | Path | None = None, steps: int | None = None, device: str = "cpu",

@@ -12,8 +12,8 @@ object's reference must not change the rest of the frame (masking the attention 
 from carrying the change outside).
 
 Context frames (the clean frames a window of a long shot starts with) are inputs, not targets: their pixels weigh
-0. The frame refiner learns on the DiT's own clean-frame predictions of the same call (detached, so the refiner
-cannot pull the DiT), on crops, where the noise level is low enough for that prediction to look like a sample's
+0. The frame refiner learns on the DiT's own clean-frame (or albedo) predictions of the same call (detached, so the
+refiner cannot pull the DiT), on crops, where the noise level is low enough for that prediction to look like a sample's
 last step: at the bundle's resolution it must give the Cycles target, the MSE of :func:`refiner_loss`.
 """
 
@@ -65,12 +65,13 @@ def training_loss(model: PrevisDiT, reference_encoder: ReferenceEncoder, batch: 
         pixel_weights = pixel_weights * (1 - context[:, :, 3:4])  # context frames are inputs, not targets
     output = model(noisy, sigma * 1000, batch["guidance"], tokens, batch.get("object_masks"), strengths,
                    batch.get("shading"), context)
-    velocity = velocity_from_output(model, output, noisy, sigma)
+    velocity = velocity_from_output(model, output, noisy, sigma, batch.get("shading"))
     squared_error = (velocity.float() - (noise - frames).float()) ** 2
     loss = (squared_error * pixel_weights).sum() / (pixel_weights.sum().clamp(min=1) * frames.shape[2])
     if refiner is None:
         return loss
-    clean = (noisy - s * velocity).detach()  # the clean frames this call predicts, whatever the model outputs
+    # the clean frames (or albedo) this call predicts, in the terms the refiner reads
+    clean = (noisy - s * velocity if model.config.prediction_type == "velocity" else output).detach()
     return loss, refiner_loss(refiner, clean, sigma, batch)
 
 

@@ -28,7 +28,15 @@ import numpy as np
 import torch
 
 from backend.bundle_io import read_shot_bundle
-from backend.conditioning import ShotPasses, area_resize, batch_conditions, clip_conditions, shot_passes
+from backend.conditioning import (
+    SHADING_CHANNELS,
+    ShotPasses,
+    area_resize,
+    batch_conditions,
+    clip_conditions,
+    lit_by_clay,
+    shot_passes,
+)
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PRESETS, PrevisDiT
 from backend.models.reference_encoder import ReferenceEncoder
@@ -182,6 +190,8 @@ def validation_figures(model, encoder, refiner, examples: list[ShotExample], con
                       inputs["reference_strengths"], inputs["shading"])[0]
         target = examples[i].target[:2].float() / 127.5 - 1.0
         bilinear = torch.nn.functional.interpolate(clean, size=target.shape[-2:], mode="bilinear")
+        if refiner.config.albedo:
+            bilinear = lit_by_clay(bilinear, inputs["full_guidance"][0, :, -SHADING_CHANNELS:])
         for out, store in ((refiner(clean, inputs["full_guidance"][0]), refined), (bilinear, upsampled)):
             mse = (((out.clamp(-1, 1) - target) / 2) ** 2).mean().item()
             store.append(10 * math.log10(1 / max(mse, 1e-10)))
@@ -190,9 +200,10 @@ def validation_figures(model, encoder, refiner, examples: list[ShotExample], con
 
 
 def widened_from(start: PrevisDiT, preset: str) -> PrevisDiT:
-    """``start`` with the clay and context inputs of ``preset`` added (zero weights: it behaves exactly as before),
-    so a model trained without them is fine-tuned instead of trained again."""
-    wanted = {k: PRESETS[preset][k] for k in ("shading_channels", "context_channels")}
+    """``start`` with the clay and context inputs of ``preset`` added (zero weights: it behaves exactly as before)
+    and its prediction type, so a model trained without them is fine-tuned instead of trained again (a model that
+    painted frames learns to paint albedo from its own weights)."""
+    wanted = {k: PRESETS[preset][k] for k in ("shading_channels", "context_channels", "prediction_type")}
     if all(start.config[k] == v for k, v in wanted.items()):
         return start
     model = PrevisDiT(**{**dict(start.config), **wanted})
@@ -241,7 +252,12 @@ def train(config: TrainConfig, progress=print) -> Path:
     else:
         model = PrevisDiT.from_preset(config.preset)
         encoder = ReferenceEncoder(reference_dim=model.config.reference_dim)
-    refiner = refiner or FrameRefiner(width=config.refiner_width, num_blocks=config.refiner_blocks)
+    albedo = model.config.prediction_type == "albedo"
+    refiner = refiner or FrameRefiner(width=config.refiner_width, num_blocks=config.refiner_blocks, albedo=albedo)
+    if refiner.config.albedo != albedo:  # a fine-tuned refiner follows its DiT's prediction type, same weights
+        state = refiner.state_dict()
+        refiner = FrameRefiner.from_config({**refiner.config, "albedo": albedo})
+        refiner.load_state_dict(state)
     sampling = {**sampling, "window_frames": config.clip_frames, "context_frames": config.context_frames}
     ema_model, ema_encoder, ema_refiner = (copy.deepcopy(m).eval() for m in (model, encoder, refiner))
     params = list(model.parameters()) + list(encoder.parameters()) + list(refiner.parameters())
