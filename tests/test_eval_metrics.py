@@ -13,7 +13,7 @@ import pytest
 
 from backend.commands.eval import find_bundles
 from backend.eval import metrics
-from backend.eval.evaluate import evaluate_bundles, load_target_frames, write_report
+from backend.eval.evaluate import POOLED_PSNR, evaluate_bundles, load_target_frames, write_report
 from cinepregen_addon.core.camera_geometry import flow_from_depth, pixel_rays
 from cinepregen_addon.core.shot_bundle import (
     BundleObject,
@@ -387,6 +387,28 @@ def test_harness_end_to_end_writes_markdown_and_json(bundle_folder, tmp_path):
     assert saved["bundles"][0]["leakage"]["masked"]["ratio"] == 0.0
     rows = {row["metric"]: row for row in saved["summary"]}
     assert rows["warping error (lower is better)"]["baseline"] > rows["warping error (lower is better)"]["model"]
+
+
+def test_a_black_target_is_left_out_of_the_shot_means_but_not_the_pooled_psnr(bundle_folder):
+    """A black target (a night shot with nothing lit in view) would score any dark clip tens of dB and an exactly
+    black one infinitely many: the per-shot means leave it out, the PSNR of the pooled squared error keeps it."""
+    painted = load_target_frames(bundle_folder)
+
+    def off_by(bundle, **options):  # 0.1 off the painting: 20 dB
+        return np.clip(paint_references(bundle) + 0.1, 0, 1)
+
+    black = np.zeros_like(painted)
+    evaluation = evaluate_bundles([bundle_folder, bundle_folder], off_by, target_frames=[painted, black])
+    psnrs = [b["fidelity"]["psnr"] for b in evaluation["bundles"]]
+    assert evaluation["bundles"][1]["fidelity"]["target_black"] and not evaluation["bundles"][0]["fidelity"][
+        "target_black"]
+    rows = {row["metric"]: row for row in evaluation["summary"]}
+    shot_mean = rows["PSNR vs target (dB)"]
+    assert shot_mean["bundles"] == 1 and shot_mean["model"] == pytest.approx(psnrs[0])
+    pooled = rows[POOLED_PSNR]
+    errors = [b["fidelity"]["mse"] for b in evaluation["bundles"]]
+    assert pooled["bundles"] == 2 and pooled["model"] == pytest.approx(10 * np.log10(2 / sum(errors)))
+    assert min(psnrs) < pooled["model"] < max(psnrs)
 
 
 def test_harness_rejects_a_clip_of_the_wrong_size(bundle_folder):

@@ -123,6 +123,8 @@ def _fidelity(clip: np.ndarray, target: np.ndarray, bundle: ShotBundle, object_i
             }
     return {
         "psnr": metrics.psnr(clip, target),
+        "mse": float(np.mean((np.asarray(clip, np.float64) - target) ** 2)),
+        "target_black": bool(target.max() <= BLACK_LEVEL),
         "ssim": float(np.mean([metrics.ssim(c, t) for c, t in zip(clip, target, strict=True)])),
         "objects": per_object,
         "masked_psnr": _mean([o["psnr"] for o in per_object.values()]),
@@ -195,6 +197,12 @@ def evaluate_bundle(
     return result
 
 
+# A target render with no pixel above this (a night shot with no light in view) is left out of the per-shot fidelity
+# means: any dark clip scores tens of dB there, a clip that is exactly black infinitely many, and neither says
+# anything about the look. The pooled PSNR (from the mean squared error over all shots) keeps every shot.
+BLACK_LEVEL = 2 / 255
+
+
 def _mean(values: Sequence[float | None]) -> float:
     kept = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(kept)) if kept else math.nan
@@ -219,6 +227,9 @@ SUMMARY_ROWS = (
      "the Cycles target"),
     ("objects with colour drift <= 10%", ("drift", "within_10_percent"), None, ""),
 )
+
+
+POOLED_PSNR = "PSNR of the mean squared error over every shot (dB, black targets too)"
 
 
 def _lookup(result: dict, path: Sequence[str]) -> float | None:
@@ -253,16 +264,23 @@ def evaluate_bundles(
         step = (lambda f, stage, i=i: progress((i + f) / len(bundle_paths), stage)) if progress else None
         result = evaluate_bundle(read_shot_bundle(path), generate_fn, seed=seed, target_frames=target, progress=step)
         results.append({"path": str(path), **result})
-    summary = [
-        {
+    visible = [r for r in results if not _lookup(r, ("fidelity", "target_black"))]
+    summary = []
+    for label, model_path, baseline_path, baseline_name in SUMMARY_ROWS:
+        scored = visible if model_path[0] == "fidelity" else results
+        summary.append({
             "metric": label,
-            "model": _mean([_lookup(r, model_path) for r in results]),
-            "baseline": _mean([_lookup(r, baseline_path) for r in results]) if baseline_path else None,
+            "model": _mean([_lookup(r, model_path) for r in scored]),
+            "baseline": _mean([_lookup(r, baseline_path) for r in scored]) if baseline_path else None,
             "baseline_name": baseline_name or None,
-            "bundles": sum(_lookup(r, model_path) is not None for r in results),
-        }
-        for label, model_path, baseline_path, baseline_name in SUMMARY_ROWS
-    ]
+            "bundles": sum(_lookup(r, model_path) is not None for r in scored),
+        })
+    errors = [_lookup(r, ("fidelity", "mse")) for r in results]
+    errors = [e for e in errors if e is not None]
+    if errors:
+        pooled = float(np.mean(errors))
+        summary.append({"metric": POOLED_PSNR, "model": math.inf if pooled == 0 else 10 * math.log10(1 / pooled),
+                        "baseline": None, "baseline_name": None, "bundles": len(errors)})
     return {"seed": seed, "summary": summary, "bundles": results}
 
 
