@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backend.reference_pictures import reference_subject
+
 GUIDANCE_CHANNELS = 5
 CAMERA_CHANNELS = 6
 CONDITION_CHANNELS = GUIDANCE_CHANNELS + CAMERA_CHANNELS
@@ -156,9 +158,11 @@ def masks_to_tokens(masks: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 
 def reference_tensor(image: np.ndarray, size: int = REFERENCE_SIZE) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, size, size) float in [-1, 1], centre-cropped to a square then area-resized."""
+    """(H, W, 3) uint8 RGB -> (3, size, size) float in [-1, 1]: a picture's subject keyed out of its background
+    (``backend.reference_pictures``; a swatch as it is), centre-cropped to a square, then area-resized."""
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"a reference image must be (H, W, 3) RGB, got shape {image.shape}")
+    image = reference_subject(image)
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2

@@ -27,7 +27,7 @@ from cinepregen_addon.core.names import safe_name
 
 REFERENCES = Path(__file__).resolve().parent / "assets" / "references"
 DEMO_FPS = 12
-DEMO_RESOLUTION = (128, 72)
+DEMO_RESOLUTION = (256, 144)  # the board's default pass resolution
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ def build_board(frames_per_shot: int):
     enable_addon_in_process()
     from cinepregen_addon import moves, shots
 
-    # the shipped model's size, without the clay pass it does not read (framing uses the clip's aspect)
-    scene.cinepregen.pass_resolution, scene.cinepregen.render_clay = DEMO_RESOLUTION, False
+    # the board's defaults: the clay pass lights the default model's albedo (framing uses the clip's aspect)
+    scene.cinepregen.pass_resolution, scene.cinepregen.render_clay = DEMO_RESOLUTION, True
     scene.render.resolution_x, scene.render.resolution_y = DEMO_RESOLUTION
     scene.render.resolution_percentage = 100
     scene.render.fps, scene.render.fps_base = DEMO_FPS, 1.0
