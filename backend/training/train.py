@@ -256,7 +256,9 @@ def train(config: TrainConfig, progress=print) -> Path:
     refiner = refiner or FrameRefiner(width=config.refiner_width, num_blocks=config.refiner_blocks, albedo=albedo)
     if refiner.config.albedo != albedo:  # a fine-tuned refiner follows its DiT's prediction type, same weights
         state = refiner.state_dict()
-        refiner = FrameRefiner.from_config({**refiner.config, "albedo": albedo})
+        shape = refiner.config  # (from_config would keep a default a folder's config.json lacked: albedo)
+        refiner = FrameRefiner(guidance_channels=shape.guidance_channels, width=shape.width,
+                               num_blocks=shape.num_blocks, albedo=albedo)
         refiner.load_state_dict(state)
     sampling = {**sampling, "window_frames": config.clip_frames, "context_frames": config.context_frames}
     ema_model, ema_encoder, ema_refiner = (copy.deepcopy(m).eval() for m in (model, encoder, refiner))
