@@ -409,6 +409,7 @@ def test_a_black_target_is_left_out_of_the_shot_means_but_not_the_pooled_psnr(bu
     errors = [b["fidelity"]["mse"] for b in evaluation["bundles"]]
     assert pooled["bundles"] == 2 and pooled["model"] == pytest.approx(10 * np.log10(2 / sum(errors)))
     assert min(psnrs) < pooled["model"] < max(psnrs)
+    assert evaluation["bundles"][1]["drift"]["max"] is None and evaluation["bundles"][0]["drift"]["max"] is not None
 
 
 def test_harness_rejects_a_clip_of_the_wrong_size(bundle_folder):

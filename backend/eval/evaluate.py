@@ -102,6 +102,8 @@ def _drift(clip: np.ndarray, target: np.ndarray | None, object_ids: np.ndarray, 
     clip_drift = metrics.colour_drift(clip, object_ids)
     target_drift = metrics.colour_drift(target, object_ids) if target is not None else {}
     steady = [i for i in clip_drift if target is None or target_drift.get(i, 1.0) <= 0.1]
+    if target is not None and target.max() <= BLACK_LEVEL:
+        steady = []  # a relative change of colour between two black means is noise
     return {
         "objects": {names.get(i, str(i)): {"clip": d, "target": target_drift.get(i)} for i, d in clip_drift.items()},
         "max": max((clip_drift[i] for i in steady), default=None),
