@@ -102,7 +102,7 @@ def _drift(clip: np.ndarray, target: np.ndarray | None, object_ids: np.ndarray, 
     clip_drift = metrics.colour_drift(clip, object_ids)
     target_drift = metrics.colour_drift(target, object_ids) if target is not None else {}
     steady = [i for i in clip_drift if target is None or target_drift.get(i, 1.0) <= 0.1]
-    if target is not None and target.max() <= BLACK_LEVEL:
+    if target is not None and target_is_black(target):
         steady = []  # a relative change of colour between two black means is noise
     return {
         "objects": {names.get(i, str(i)): {"clip": d, "target": target_drift.get(i)} for i, d in clip_drift.items()},
@@ -126,7 +126,7 @@ def _fidelity(clip: np.ndarray, target: np.ndarray, bundle: ShotBundle, object_i
     return {
         "psnr": metrics.psnr(clip, target),
         "mse": float(np.mean((np.asarray(clip, np.float64) - target) ** 2)),
-        "target_black": bool(target.max() <= BLACK_LEVEL),
+        "target_black": target_is_black(target),
         "ssim": float(np.mean([metrics.ssim(c, t) for c, t in zip(clip, target, strict=True)])),
         "objects": per_object,
         "masked_psnr": _mean([o["psnr"] for o in per_object.values()]),
@@ -203,6 +203,10 @@ def evaluate_bundle(
 # means: any dark clip scores tens of dB there, a clip that is exactly black infinitely many, and neither says
 # anything about the look. The pooled PSNR (from the mean squared error over all shots) keeps every shot.
 BLACK_LEVEL = 2 / 255
+
+
+def target_is_black(target: np.ndarray) -> bool:
+    return bool(target.max() <= BLACK_LEVEL)
 
 
 def _mean(values: Sequence[float | None]) -> float:

@@ -23,6 +23,15 @@ from diffusers.models.modeling_utils import ModelMixin
 from backend.conditioning import FULL_RES_CHANNELS, SHADING_CHANNELS, lit_by_clay
 
 
+def upsampled_frames(frames: torch.Tensor, guidance: torch.Tensor, albedo: bool) -> torch.Tensor:
+    """(N, 3, h, w) frames (or albedo) in [-1, 1] brought to the size of the full-resolution ``guidance`` (clay pass
+    and its flag last) bilinearly, and lit by its clay pass when they are ``albedo``: the DiT's clip at the bundle's
+    size without a refiner (and the baseline a refiner is measured against)."""
+    if frames.shape[-2:] != guidance.shape[-2:]:
+        frames = F.interpolate(frames, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
+    return lit_by_clay(frames, guidance[:, -SHADING_CHANNELS:]) if albedo else frames
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()

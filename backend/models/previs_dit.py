@@ -176,6 +176,11 @@ class PrevisDiT(ModelMixin, ConfigMixin, AttentionMixin):
         return cls(**{**PRESETS[name], **overrides})
 
     @property
+    def paints_albedo(self) -> bool:
+        """Whether the output is surface colour that the clay pass lights (``prediction_type="albedo"``)."""
+        return self.config.prediction_type == "albedo"
+
+    @property
     def max_tokens_per_frame(self) -> int:
         height, width = self.config.sample_size
         return (height // self.config.patch_size) * (width // self.config.patch_size)
@@ -280,7 +285,7 @@ def velocity_from_output(model: PrevisDiT, output: torch.Tensor, noisy_frames: t
     """
     if model.config.prediction_type == "velocity":
         return output
-    if model.config.prediction_type == "albedo" and shading is not None:
+    if model.paints_albedo and shading is not None:
         output = lit_by_clay(output, shading)
     sigma = sigma.reshape(-1, 1, 1, 1, 1).to(output.dtype).clamp(min=MIN_SIGMA)
     return (noisy_frames - output) / sigma

@@ -45,14 +45,13 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.adapters import DEFAULT_WEIGHTS
 from backend.conditioning import (
-    SHADING_CHANNELS,
     batch_conditions,
     clip_conditions,
     lit_by_clay,
     shot_passes,
     working_resolution,
 )
-from backend.models.frame_refiner import FrameRefiner
+from backend.models.frame_refiner import FrameRefiner, upsampled_frames
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.pipelines.colour_lock import lock_object_colours
@@ -209,7 +208,6 @@ class PrevisPipeline:
         else:
             windows = [(0, frames, 0)]
         total = steps * len(windows)
-        paints_albedo = config.prediction_type == "albedo"
         low = torch.zeros(frames, 3, height, width, device=self.device)  # the DiT's frames in [-1, 1]
         video = torch.zeros(frames, 3, bundle.height, bundle.width)
         for w, (start, length, context) in enumerate(windows):
@@ -218,7 +216,7 @@ class PrevisPipeline:
                     callback(done + i, total)
 
             clip = clip_conditions(passes, start, length, width, height,
-                                   full_resolution=self.refiner is not None or paints_albedo)
+                                   full_resolution=self.refiner is not None or self.transformer.paints_albedo)
             inputs = batch_conditions([clip])
             context_input = None
             if config.context_channels:
@@ -236,7 +234,7 @@ class PrevisPipeline:
                 coverage = coverage[0].transpose(0, 1).to(self.device) if coverage is not None else None
                 picture = smooth_patch_seams(picture, inputs["guidance"][0, :, :SEAM_CUES].to(self.device),
                                              config.patch_size, coverage)
-            lit = lit_by_clay(picture, shading[0]) if paints_albedo else picture
+            lit = lit_by_clay(picture, shading[0]) if self.transformer.paints_albedo else picture
             low[start + context:start + length] = lit[context:]
             video[start + context:start + length] = self._to_bundle_size(
                 picture[context:], inputs["full_guidance"], context, bundle.height, bundle.width)
@@ -255,13 +253,13 @@ class PrevisPipeline:
         full-resolution guidance (frames after its first ``skip``), or upsampled bilinearly without a refiner (and
         then, for an albedo model, lit by the full-resolution clay pass)."""
         frames = frames.float()
-        if self.refiner is None or full_guidance is None:
-            if frames.shape[-2:] != (height, width):
-                frames = F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False)
-            if self.transformer.config.prediction_type == "albedo" and full_guidance is not None:
-                frames = lit_by_clay(frames, full_guidance[0, skip:, -SHADING_CHANNELS:].to(frames.device))
-            return frames.cpu()
+        if full_guidance is None:  # a frame-painting model without a refiner reads no full-resolution passes
+            if frames.shape[-2:] == (height, width):
+                return frames.cpu()
+            return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False).cpu()
         guidance = full_guidance[0, skip:]
+        if self.refiner is None:
+            return upsampled_frames(frames, guidance.to(frames.device), self.transformer.paints_albedo).cpu()
         out = []
         for i in range(0, len(frames), REFINER_CHUNK_FRAMES):
             chunk = slice(i, i + REFINER_CHUNK_FRAMES)
@@ -277,6 +275,7 @@ class PrevisPipeline:
         batch, frames, _, height, width = guidance.shape
         sample = torch.randn((batch, frames, 3, height, width), generator=generator).to(self.device)
         shading = shading if self.transformer.config.shading_channels else None
+        clip_shading = shading  # the clip's own, for lighting an albedo output (shading is doubled for CFG below)
         use_cfg = tokens is not None and scale != 1.0
         # With masks, guidance sharpens the references only where they act (the union of the referenced objects'
         # masks); elsewhere the conditional prediction stands. On the 16 held-out shots this took the leakage of a
@@ -300,11 +299,10 @@ class PrevisPipeline:
                 uncond, cond = output.chunk(2)
                 guided = (scale - 1) * (cond - uncond)
                 output = cond + (guided if inside is None else guided * inside)
-            clip_shading = None if shading is None else shading[:batch]
             velocity = velocity_from_output(self.transformer, output, sample, timestep[:batch] / 1000, clip_shading)
             sample = self.scheduler.step(velocity, t, sample, return_dict=False)[0]
             step_callback(i + 1)
-        return output if self.transformer.config.prediction_type == "albedo" else sample
+        return output if self.transformer.paints_albedo else sample
 
 
 def make_generate_fn(weights: str | Path | None = None, steps: int | None = None, device: str = "cpu",

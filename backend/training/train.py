@@ -28,16 +28,8 @@ import numpy as np
 import torch
 
 from backend.bundle_io import read_shot_bundle
-from backend.conditioning import (
-    SHADING_CHANNELS,
-    ShotPasses,
-    area_resize,
-    batch_conditions,
-    clip_conditions,
-    lit_by_clay,
-    shot_passes,
-)
-from backend.models.frame_refiner import FrameRefiner
+from backend.conditioning import ShotPasses, area_resize, batch_conditions, clip_conditions, shot_passes
+from backend.models.frame_refiner import FrameRefiner, upsampled_frames
 from backend.models.previs_dit import PRESETS, PrevisDiT
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.quant import is_quantized_folder
@@ -189,9 +181,7 @@ def validation_figures(model, encoder, refiner, examples: list[ShotExample], con
         clean = model(noisy, torch.tensor([250.0]), inputs["guidance"], tokens, inputs["object_masks"],
                       inputs["reference_strengths"], inputs["shading"])[0]
         target = examples[i].target[:2].float() / 127.5 - 1.0
-        bilinear = torch.nn.functional.interpolate(clean, size=target.shape[-2:], mode="bilinear")
-        if refiner.config.albedo:
-            bilinear = lit_by_clay(bilinear, inputs["full_guidance"][0, :, -SHADING_CHANNELS:])
+        bilinear = upsampled_frames(clean, inputs["full_guidance"][0], model.paints_albedo)
         for out, store in ((refiner(clean, inputs["full_guidance"][0]), refined), (bilinear, upsampled)):
             mse = (((out.clamp(-1, 1) - target) / 2) ** 2).mean().item()
             store.append(10 * math.log10(1 / max(mse, 1e-10)))
@@ -252,7 +242,7 @@ def train(config: TrainConfig, progress=print) -> Path:
     else:
         model = PrevisDiT.from_preset(config.preset)
         encoder = ReferenceEncoder(reference_dim=model.config.reference_dim)
-    albedo = model.config.prediction_type == "albedo"
+    albedo = model.paints_albedo
     refiner = refiner or FrameRefiner(width=config.refiner_width, num_blocks=config.refiner_blocks, albedo=albedo)
     if refiner.config.albedo != albedo:  # a fine-tuned refiner follows its DiT's prediction type, same weights
         state = refiner.state_dict()
