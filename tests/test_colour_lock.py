@@ -66,6 +66,24 @@ def test_the_clay_pass_light_still_changes_the_object():
     assert flat[-1].mean() > 0.9 * flat[0].mean()
 
 
+def test_frames_where_the_light_goes_out_do_not_set_the_colour():
+    """A lamp switched off for a third of the shot: the clay pass and the generated object are near black there, and
+    their ratio is noise. The object keeps the colour it has in the lit frames."""
+    ids = two_objects()
+    light = np.ones((FRAMES, H, W, 3), np.float32)
+    dark = range(8, FRAMES)
+    rng = np.random.default_rng(1)
+    for f in dark:
+        light[f][ids[f] == 1] = 0.002
+    frames = textured(ids, lambda f: (0.6, 0.4, 0.2), light)
+    for f in dark:  # what the model paints in the dark: a little noise, unrelated to the albedo
+        frames[f][ids[f] == 1] = 0.004 * rng.random((int((ids[f] == 1).sum()), 3))
+    held = lock_object_colours(frames, ids, light)
+    lit_before, lit_after = object_means(frames, ids, 1)[:8], object_means(held, ids, 1)[:8]
+    np.testing.assert_allclose(lit_after, lit_before, rtol=0.05)
+    assert held[list(dark)][ids[list(dark)] == 1].max() < 0.02
+
+
 def test_small_fleeting_and_black_objects_are_left_or_bounded():
     ids = two_objects()
     ids[3, 0:2, 0:10] = 7  # 20 pixels, one frame: nothing to hold to

@@ -4,11 +4,13 @@ The DiT decides an object's colour at high noise, window by window and frame by 
 on held-out shots an object's mean colour changes by 20-35% from the first quarter of a 20-frame shot to the last
 while the Cycles render of it changes by under 2%, and the frame brightness flickers. The engine knows which pixels
 are which object in every frame, and (with the clay pass) how the scene's light on each object changes, so the
-wandering can be taken out exactly: an object's albedo in a frame is its mean colour over its mean clay shading;
-each frame's pixels of the object are scaled, per channel, so that its albedo becomes the object's albedo over the
-whole shot (weighted by its pixels in each frame), while the shading keeps changing as the clay pass says (a
-character walking into shadow still darkens). Texture, edges and everything inside the object are the model's; only
-the object's mean colour is held. Without a clay pass the light is taken as constant.
+wandering can be taken out exactly: an object's albedo over the whole shot is its summed colour over its summed
+clay shading (pixels of every frame where it is seen); each frame's pixels of the object are scaled, per channel, so
+that its colour becomes that albedo times the frame's own shading (a character walking into shadow still darkens).
+A ratio of sums, not a mean of per-frame ratios: in frames where the light goes out, colour over shading is noise
+over nearly zero, and such frames held two held-out shots' objects at twice their colour (-4 and -8 dB). Texture,
+edges and everything inside the object are the model's; only the object's mean colour is held. Without a clay pass
+the light is taken as constant.
 """
 
 from __future__ import annotations
@@ -35,10 +37,9 @@ def lock_object_colours(frames: np.ndarray, object_ids: np.ndarray, shading: np.
 
     colour = object_means(frames)
     light = object_means(shading) if shading is not None else np.ones_like(colour)
-    albedo = colour / np.maximum(light, 1e-3)
     seen = pixels >= MIN_PIXELS
     weight = np.where(seen, pixels, 0)[..., None]
-    shot_albedo = (albedo * weight).sum(0) / np.maximum(weight.sum(0), 1)
+    shot_albedo = (colour * weight).sum(0) / np.maximum((light * weight).sum(0), 1e-3)
     gain = np.clip(shot_albedo[None] * light / np.maximum(colour, 1e-3), 1 / MAX_GAIN, MAX_GAIN)
     held = seen & (seen.sum(0) >= 2)[None]  # an object seen in one frame only has nothing to hold to
     gain = np.where(held[..., None], gain, 1.0).astype(np.float32)
