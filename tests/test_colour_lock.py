@@ -6,7 +6,7 @@ from helpers import tiny_pipeline
 from test_pipeline import synthetic_bundle
 
 from backend.eval.metrics import colour_drift
-from backend.pipelines.colour_lock import MAX_GAIN, MIN_PIXELS, lock_object_colours
+from backend.pipelines.colour_lock import MAX_GAIN, MIN_PIXELS, MIN_SHOT_PIXELS, lock_object_colours
 
 FRAMES, H, W = 12, 32, 48
 
@@ -87,13 +87,19 @@ def test_frames_where_the_light_goes_out_do_not_set_the_colour():
 def test_small_fleeting_and_black_objects_are_left_or_bounded():
     ids = two_objects()
     ids[3, 0:2, 0:10] = 7  # 20 pixels, one frame: nothing to hold to
-    ids[:, 30:32, 0:20] = 8  # 40 pixels a frame: below MIN_PIXELS
-    assert 20 < MIN_PIXELS and 40 < MIN_PIXELS
+    ids[:, 31, 0:MIN_PIXELS - 1] = 8  # under MIN_PIXELS in every frame: a sliver of edge blend
+    ids[:3, 30, 40:40 + MIN_PIXELS] = 9  # enough in each of 3 frames, too few over the shot
+    ids[:, 0, 30:30 + 2 * MIN_PIXELS] = 10  # as few a frame, but seen all shot long: held
+    assert 3 * MIN_PIXELS < MIN_SHOT_PIXELS <= FRAMES * 2 * MIN_PIXELS
     frames = textured(ids, lambda f: (0.5, 0.3, 0.2))
     frames[5][ids[5] == 1] = 0.01  # one frame came out near black
+    rng = np.random.default_rng(2)
+    frames[ids == 10] = rng.uniform(0.2, 0.6, (int((ids == 10).sum()), 1))  # a small object that flickers
     held = lock_object_colours(frames, ids)
-    for obj in (7, 8):
+    for obj in (7, 8, 9):
         np.testing.assert_array_equal(held[ids == obj], frames[ids == obj])
+    means = object_means(held, ids, 10)
+    assert np.ptp(means, axis=0).max() < 0.01 < np.ptp(object_means(frames, ids, 10), axis=0).max()
     assert held[5][ids[5] == 1].max() <= 0.01 * MAX_GAIN + 1e-6  # lifted at most MAX_GAIN x, not to the mean
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_PIXELS = 64  # an object smaller than this in a frame is left as generated there (its mean is noise)
+MIN_PIXELS = 4  # an object smaller than this in a frame is left as generated there (a pixel or two of edge blend)
+MIN_SHOT_PIXELS = 64  # an object with fewer pixels over the whole shot has no albedo worth holding to
 MAX_GAIN = 2.0  # per-channel scale limit, both ways: a frame whose object came out black stays dark, not noise x 50
 
 
@@ -41,7 +42,8 @@ def lock_object_colours(frames: np.ndarray, object_ids: np.ndarray, shading: np.
     weight = np.where(seen, pixels, 0)[..., None]
     shot_albedo = (colour * weight).sum(0) / np.maximum((light * weight).sum(0), 1e-3)
     gain = np.clip(shot_albedo[None] * light / np.maximum(colour, 1e-3), 1 / MAX_GAIN, MAX_GAIN)
-    held = seen & (seen.sum(0) >= 2)[None]  # an object seen in one frame only has nothing to hold to
+    # an object seen in one frame only has nothing to hold to
+    held = seen & ((seen.sum(0) >= 2) & (weight.sum(0)[:, 0] >= MIN_SHOT_PIXELS))[None]
     gain = np.where(held[..., None], gain, 1.0).astype(np.float32)
     out = np.empty_like(frames)
     for f in range(count_frames):
