@@ -7,7 +7,7 @@ import pytest
 
 from backend.cli import main
 from backend.pipelines.previs_pipeline import PrevisPipeline
-from backend.training.train import TrainConfig, learning_rate
+from backend.training.train import TrainConfig, learning_rate, refiner_following
 from cinepregen_addon.core.shot_bundle import read_bundle
 
 
@@ -124,6 +124,27 @@ def test_fine_tuning_starts_from_a_saved_pipeline_and_keeps_its_sampling(dataset
     assert tuned.transformer.config.hidden_size == start.transformer.config.hidden_size == 32  # not the preset
     before = dict(start.transformer.named_parameters())
     assert any(not torch.equal(p, before[n]) for n, p in tuned.transformer.named_parameters())
+
+
+def test_a_frame_refiner_turned_albedo_starts_as_the_albedo_lit_by_the_clay_pass():
+    """Its residual lit the albedo; kept, the exact product with the clay pass would light it twice. Converted, it
+    keeps its body and starts as bilinear albedo times clay, as a new albedo refiner would."""
+    import torch
+
+    from backend.conditioning import FULL_RES_CHANNELS
+    from backend.models.frame_refiner import FrameRefiner, upsampled_frames
+
+    torch.manual_seed(0)
+    trained = FrameRefiner(width=8, num_blocks=1)
+    for p in trained.parameters():  # as a trained frame refiner: every layer, the output layer too, non-zero
+        torch.nn.init.normal_(p, std=0.1)
+    albedo, guidance = torch.rand(2, 3, 9, 16) * 2 - 1, torch.rand(2, FULL_RES_CHANNELS, 18, 32) * 2 - 1
+    assert not torch.allclose(trained(albedo, guidance), upsampled_frames(albedo, guidance, False), atol=1e-3)
+
+    converted = refiner_following(trained, albedo=True)
+    assert converted.config.albedo and refiner_following(converted, albedo=True) is converted
+    torch.testing.assert_close(converted(albedo, guidance), upsampled_frames(albedo, guidance, True))
+    torch.testing.assert_close(converted.body[0].conv1.weight, trained.body[0].conv1.weight)
 
 
 def test_a_walking_gltf_character_is_one_object_with_a_picture_reference(tmp_path):

@@ -206,6 +206,22 @@ def widened_from(start: PrevisDiT, preset: str) -> PrevisDiT:
     return model
 
 
+def refiner_following(refiner: FrameRefiner, albedo: bool) -> FrameRefiner:
+    """A fine-tuned refiner follows its DiT's prediction type. Converted, it keeps its features but its output layer
+    starts again at zero, as a new refiner's does: its residual was learned for the other mode (a frame refiner's
+    residual lights the albedo, which the albedo mode's exact product with the clay pass would light twice), so it
+    starts as the bilinear upsampling of that mode (``upsampled_frames``)."""
+    if refiner.config.albedo == albedo:
+        return refiner
+    state = refiner.state_dict()
+    shape = refiner.config  # (from_config would keep a default a folder's config.json lacked: albedo)
+    converted = FrameRefiner(guidance_channels=shape.guidance_channels, width=shape.width,
+                             num_blocks=shape.num_blocks, albedo=albedo)
+    state["conv_out.weight"], state["conv_out.bias"] = converted.conv_out.weight, converted.conv_out.bias
+    converted.load_state_dict(state)
+    return converted
+
+
 def learning_rate(step: int, config: TrainConfig) -> float:
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
@@ -244,12 +260,7 @@ def train(config: TrainConfig, progress=print) -> Path:
         encoder = ReferenceEncoder(reference_dim=model.config.reference_dim)
     albedo = model.paints_albedo
     refiner = refiner or FrameRefiner(width=config.refiner_width, num_blocks=config.refiner_blocks, albedo=albedo)
-    if refiner.config.albedo != albedo:  # a fine-tuned refiner follows its DiT's prediction type, same weights
-        state = refiner.state_dict()
-        shape = refiner.config  # (from_config would keep a default a folder's config.json lacked: albedo)
-        refiner = FrameRefiner(guidance_channels=shape.guidance_channels, width=shape.width,
-                               num_blocks=shape.num_blocks, albedo=albedo)
-        refiner.load_state_dict(state)
+    refiner = refiner_following(refiner, albedo)
     sampling = {**sampling, "window_frames": config.clip_frames, "context_frames": config.context_frames}
     ema_model, ema_encoder, ema_refiner = (copy.deepcopy(m).eval() for m in (model, encoder, refiner))
     params = list(model.parameters()) + list(encoder.parameters()) + list(refiner.parameters())
