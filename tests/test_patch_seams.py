@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from backend.eval.metrics import patch_grid_ratio
-from backend.pipelines.patch_seams import smooth_patch_seams
+from backend.pipelines.patch_seams import smooth_patch_seams, smooth_upsampled_seams
 
 PATCH = 8
 
@@ -58,6 +58,21 @@ def test_seams_on_real_edges_keep_their_step():
     assert torch.allclose(smoothed[:, :, 32] - smoothed[:, :, 31], rows[:, :, 32] - rows[:, :, 31], atol=1e-6)
     step = lambda f: (f[:, :, 16] - f[:, :, 15]).abs().mean()  # noqa: E731
     assert step(smoothed) < 0.5 * step(rows)
+
+
+def test_the_grid_left_at_the_upsampled_pitch_goes_but_object_boundaries_stay():
+    """The DiT's 8-pixel grid, upsampled 2x to 256x144, lies every 16 pixels; an object's edge on one of those seams
+    (from the full-resolution ID pass) keeps its step."""
+    x = torch.linspace(-1, 1, 256)
+    offsets = 0.05 * torch.randn(2, 3, 1, 256 // (2 * PATCH), generator=torch.Generator().manual_seed(3))
+    frames = 0.6 * x + offsets.repeat_interleave(2 * PATCH, dim=3).expand(2, 3, 144, 256)
+    object_ids = np.zeros((2, 144, 256), np.int32)
+    object_ids[:, :, 128:] = 5  # an object from column 128, a seam of the 16-pixel grid
+    smoothed = smooth_upsampled_seams(frames, torch.zeros(2, 4, 144, 256), object_ids, 2 * PATCH)
+    assert patch_grid_ratio(as_clip(frames), (16,)) > 3.0
+    assert torch.allclose(smoothed[..., 128] - smoothed[..., 127], frames[..., 128] - frames[..., 127], atol=1e-6)
+    step = lambda f: (f[..., 32] - f[..., 31]).abs().mean()  # noqa: E731  (a seam without an edge)
+    assert step(smoothed) < 0.5 * step(frames)
 
 
 def test_smoothly_changing_passes_are_no_edge():

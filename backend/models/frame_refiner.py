@@ -25,8 +25,8 @@ from backend.conditioning import FULL_RES_CHANNELS, SHADING_CHANNELS, lit_by_cla
 
 def upsampled_frames(frames: torch.Tensor, guidance: torch.Tensor, albedo: bool) -> torch.Tensor:
     """(N, 3, h, w) frames (or albedo) in [-1, 1] brought to the size of the full-resolution ``guidance`` (clay pass
-    and its flag last) bilinearly, and lit by its clay pass when they are ``albedo``: the DiT's clip at the bundle's
-    size without a refiner (and the baseline a refiner is measured against)."""
+    and its flag last) bilinearly, and lit by its clay pass when they are ``albedo``: the baseline a refiner is
+    measured against in training, and what an albedo refiner starts as."""
     if frames.shape[-2:] != guidance.shape[-2:]:
         frames = F.interpolate(frames, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
     return lit_by_clay(frames, guidance[:, -SHADING_CHANNELS:]) if albedo else frames
@@ -57,12 +57,16 @@ class FrameRefiner(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, frames: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        refined = self.paint(frames, guidance)
+        if self.config.albedo:
+            return lit_by_clay(refined, guidance[:, -SHADING_CHANNELS:])
+        return refined
+
+    def paint(self, frames: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+        """The refined frames, or in ``albedo`` mode the refined albedo before the clay pass lights it."""
         if guidance.shape[1] != self.config.guidance_channels or guidance.shape[0] != frames.shape[0]:
             raise ValueError(f"guidance must be ({frames.shape[0]}, {self.config.guidance_channels}, H, W), "
                              f"got {tuple(guidance.shape)}")
         upsampled = F.interpolate(frames, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
         x = self.conv_in(torch.cat([upsampled, guidance.to(frames.dtype)], dim=1))
-        refined = upsampled + self.conv_out(F.gelu(self.body(F.gelu(x))))
-        if self.config.albedo:
-            return lit_by_clay(refined, guidance[:, -SHADING_CHANNELS:])
-        return refined
+        return upsampled + self.conv_out(F.gelu(self.body(F.gelu(x))))

@@ -45,17 +45,18 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.adapters import DEFAULT_WEIGHTS
 from backend.conditioning import (
+    SHADING_CHANNELS,
     batch_conditions,
     clip_conditions,
     lit_by_clay,
     shot_passes,
     working_resolution,
 )
-from backend.models.frame_refiner import FrameRefiner, upsampled_frames
+from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.pipelines.colour_lock import lock_object_colours
-from backend.pipelines.patch_seams import smooth_patch_seams
+from backend.pipelines.patch_seams import smooth_patch_seams, smooth_upsampled_seams
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "reference_guidance_scale": 2.0, "window_frames": 16,
@@ -166,7 +167,8 @@ class PrevisPipeline:
             references_override: object id -> RGB uint8 image, replacing the bundle's references for this call.
             reference_strengths: object id -> strength (default 1; 0 switches a reference off).
             smooth_seams: take the patch grid out of the DiT's frames (``backend.pipelines.patch_seams``) before
-                they are refined; False shows the grid (the baseline of that step).
+                they are refined, and out of the refined frames at the upsampled pitch when the bundle's size is a
+                whole multiple of the working size; False shows the grid (the baseline of that step).
             lock_colours: hold each object's colour at its shot mean under the clay pass's light
                 (``backend.pipelines.colour_lock``); False shows the sampler's drift and flicker. Defaults to the
                 weights' ``pipeline.json``. With the albedo previs-tiny the lock gains 0.13 dB of held-out PSNR
@@ -236,8 +238,12 @@ class PrevisPipeline:
                                              config.patch_size, coverage)
             lit = lit_by_clay(picture, shading[0]) if self.transformer.paints_albedo else picture
             low[start + context:start + length] = lit[context:]
-            video[start + context:start + length] = self._to_bundle_size(
-                picture[context:], inputs["full_guidance"], context, bundle.height, bundle.width)
+            done = slice(start + context, start + length)
+            upscale, seams = bundle.width // width, None
+            if smooth_seams and upscale > 1 and (bundle.width, bundle.height) == (width * upscale, height * upscale):
+                seams = (np.stack([p.object_id for p in bundle.passes[done]]), config.patch_size * upscale)
+            video[done] = self._to_bundle_size(picture[context:], inputs["full_guidance"], context, bundle.height,
+                                               bundle.width, seams)
 
         # 4. As (F, H, W, 3) in [0, 1], each object's colour held over the shot
         clip = ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
@@ -248,22 +254,30 @@ class PrevisPipeline:
         return clip
 
     def _to_bundle_size(self, frames: torch.Tensor, full_guidance: torch.Tensor | None, skip: int, height: int,
-                        width: int) -> torch.Tensor:
+                        width: int, seams: tuple[np.ndarray, int] | None = None) -> torch.Tensor:
         """(N, 3, h, w) frames (or albedo) in [-1, 1] as frames at the bundle's size: refined with the window's
-        full-resolution guidance (frames after its first ``skip``), or upsampled bilinearly without a refiner (and
-        then, for an albedo model, lit by the full-resolution clay pass)."""
+        full-resolution guidance (frames after its first ``skip``), or upsampled bilinearly without a refiner; with
+        ``seams`` (the frames' ID pass and the upsampled patch pitch) the grid left at that pitch is smoothed
+        (``smooth_upsampled_seams``) on what the model painted, and only then is an albedo lit by the
+        full-resolution clay pass, so shadow edges stay the engine's."""
         frames = frames.float()
         if full_guidance is None:  # a frame-painting model without a refiner reads no full-resolution passes
             if frames.shape[-2:] == (height, width):
                 return frames.cpu()
             return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False).cpu()
         guidance = full_guidance[0, skip:]
-        if self.refiner is None:
-            return upsampled_frames(frames, guidance.to(frames.device), self.transformer.paints_albedo).cpu()
+        albedo = self.refiner.config.albedo if self.refiner is not None else self.transformer.paints_albedo
         out = []
         for i in range(0, len(frames), REFINER_CHUNK_FRAMES):
             chunk = slice(i, i + REFINER_CHUNK_FRAMES)
-            out.append(self.refiner(frames[chunk], guidance[chunk].to(self.device)).float().cpu())
+            cues = guidance[chunk].to(self.device)
+            if self.refiner is None:
+                painted = F.interpolate(frames[chunk], size=cues.shape[-2:], mode="bilinear", align_corners=False)
+            else:
+                painted = self.refiner.paint(frames[chunk], cues).float()
+            if seams is not None:
+                painted = smooth_upsampled_seams(painted, cues[:, :SEAM_CUES], seams[0][chunk], seams[1])
+            out.append((lit_by_clay(painted, cues[:, -SHADING_CHANNELS:]) if albedo else painted).cpu())
         return torch.cat(out)
 
     def _denoise(self, guidance: torch.Tensor, shading: torch.Tensor, context: torch.Tensor | None,
