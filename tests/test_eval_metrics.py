@@ -410,6 +410,9 @@ def test_a_black_target_is_left_out_of_the_shot_means_but_not_the_pooled_psnr(bu
     assert pooled["bundles"] == 2 and pooled["model"] == pytest.approx(10 * np.log10(2 / sum(errors)))
     assert min(psnrs) < pooled["model"] < max(psnrs)
     assert evaluation["bundles"][1]["drift"]["max"] is None and evaluation["bundles"][0]["drift"]["max"] is not None
+    grid = rows["patch-grid ratio on the delivered mp4 (aim <= 1.15)"]
+    assert grid["bundles"] == 1 and grid["model"] == evaluation["bundles"][0]["model"]["patch_grid_ratio"]
+    assert evaluation["bundles"][1]["model"]["patch_grid_ratio"] is not None  # still reported for the shot
 
 
 def test_harness_rejects_a_clip_of_the_wrong_size(bundle_folder):

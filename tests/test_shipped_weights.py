@@ -75,7 +75,8 @@ def test_patch_grid_and_drift_on_a_long_shot_stay_within_the_cards(evaluation):
     """40 frames in three windows: no patch grid on the delivered mp4 beyond the card's worst shot, and no colour
     drift from the first quarter to the last beyond the card's long shots' worst (48 and 120 frames)."""
     shots, long_shots = card("eval_heldout.json"), card("eval_long.json")
-    worst_grid = max(b["model"]["patch_grid_ratio"] for b in shots + long_shots)
+    lit = [b for b in shots + long_shots if not b["fidelity"]["target_black"]]  # a black clip's ratio is noise
+    worst_grid = max(b["model"]["patch_grid_ratio"] for b in lit)
     assert evaluation["model"]["patch_grid_ratio"] <= worst_grid + RATIO_MARGIN
     assert evaluation["drift"]["max"] <= max(b["drift"]["max"] for b in long_shots) + RATIO_MARGIN
 
