@@ -104,3 +104,13 @@ def reference_subject(image: np.ndarray) -> np.ndarray:
     bottom, right = min(picture.shape[0], round(centre[0] + half)), min(picture.shape[1], round(centre[1] + half))
     crop = np.where(subject[..., None], picture, picture[subject].mean(0))[top:bottom, left:right]
     return np.round(crop * 255).astype(np.uint8)
+
+
+def subject_colour(image: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(H, W, 3) uint8 RGB reference -> (its subject's mean colour in [0, 1], whether it is a picture): the mean over
+    the keyed subject of a picture, over the whole image of a swatch."""
+    picture = _resized(image.astype(np.float64) / 255.0, WORK_SIDE)
+    subject = subject_mask(picture)
+    if subject is None:
+        return picture.reshape(-1, 3).mean(0), False
+    return picture[subject].mean(0), True

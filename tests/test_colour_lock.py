@@ -6,7 +6,14 @@ from helpers import tiny_pipeline
 from test_pipeline import synthetic_bundle
 
 from backend.eval.metrics import colour_drift
-from backend.pipelines.colour_lock import MAX_GAIN, MIN_PIXELS, MIN_SHOT_PIXELS, lock_object_colours
+from backend.pipelines.colour_lock import (
+    MAX_GAIN,
+    MIN_PIXELS,
+    MIN_SHOT_PIXELS,
+    lock_object_colours,
+    reference_anchors,
+    shot_albedos,
+)
 
 FRAMES, H, W = 12, 32, 48
 
@@ -111,3 +118,61 @@ def test_the_pipeline_holds_colours_by_default_and_shows_the_drift_without():
     ids = np.stack([p.object_id for p in bundle.passes])
     np.testing.assert_array_equal(held, lock_object_colours(raw, ids))
     assert max(colour_drift(held, ids).values()) < 0.01 < max(colour_drift(raw, ids).values())
+
+
+def test_an_anchor_pulls_an_objects_albedo_towards_it_by_its_weight():
+    """Under the clay pass's light: weight 1 takes the anchor's albedo, 0.5 the geometric mean with the model's own,
+    0 leaves the lock as it was; the texture and the light stay the model's and the engine's."""
+    ids = two_objects()
+    light = np.ones((FRAMES, H, W, 3), np.float32)
+    for f in range(FRAMES):
+        light[f][ids[f] == 1] = 1.0 - 0.4 * f / (FRAMES - 1)
+    frames = textured(ids, lambda f: (0.3, 0.4, 0.3), light)
+    own, anchor = shot_albedos(frames, ids, light)[1], np.array([0.5, 0.3, 0.45])
+    np.testing.assert_allclose(own, (0.3, 0.4, 0.3), rtol=2e-3)
+    for weight, expected in ((1.0, anchor), (0.5, np.sqrt(own * anchor)), (0.0, own)):
+        held = lock_object_colours(frames, ids, light, {1: anchor}, weight)
+        np.testing.assert_allclose(shot_albedos(held, ids, light)[1], expected, rtol=5e-3)
+        np.testing.assert_array_equal(held[ids == 0], lock_object_colours(frames, ids, light)[ids == 0])
+        inside = ids[3] == 1
+        np.testing.assert_allclose(held[3][inside] / held[3][inside].mean(0),
+                                   frames[3][inside] / frames[3][inside].mean(0), rtol=1e-4)
+    np.testing.assert_array_equal(lock_object_colours(frames, ids, light, {1: anchor}, 0.0),
+                                  lock_object_colours(frames, ids, light))
+
+
+def test_reference_anchors_scale_a_pictures_subject_and_a_swatch_by_their_own_gains():
+    page = np.full((96, 96, 3), 235, np.uint8)
+    yy, xx = np.mgrid[:96, :96]
+    page[(yy - 48) ** 2 + (xx - 48) ** 2 < 20**2] = (100, 50, 150)
+    swatch = np.full((32, 32, 3), 80, np.uint8)
+    gains = {"picture_gain": [1.5, 1.0, 1.0], "swatch_gain": [1.0, 2.0, 1.0]}
+    anchors = reference_anchors({4: page, 5: swatch}, gains)
+    np.testing.assert_allclose(anchors[4], np.array([150, 50, 150]) / 255, atol=3e-3)
+    np.testing.assert_allclose(anchors[5], np.array([80, 160, 80]) / 255, atol=1e-6)
+
+
+def test_the_pipeline_anchors_referenced_objects_only_where_masks_bind_them():
+    """With reference_colours in its pipeline.json the tiny pipeline's red-referenced hero comes out redder than
+    the lock alone leaves it; the unmasked baseline and a reference switched off go without the anchor."""
+    pipeline, bundle = tiny_pipeline(), synthetic_bundle(8)
+    ids = np.stack([p.object_id for p in bundle.passes])
+    plain = pipeline(bundle, num_inference_steps=2)
+    pipeline.sampling["reference_colours"] = {"weight": 1.0, "picture_gain": [1, 1, 1], "swatch_gain": [1, 1, 1]}
+    anchored = pipeline(bundle, num_inference_steps=2)
+    red = np.array([220, 0, 0]) / 255
+    distance = [np.abs(object_means(clip, ids, 1).mean(0) - red).sum() for clip in (plain, anchored)]
+    assert distance[1] < 0.8 * distance[0]
+    np.testing.assert_array_equal(anchored[ids == 3], plain[ids == 3])  # the floor has no reference
+    np.testing.assert_array_equal(pipeline(bundle, num_inference_steps=2, masked=False),
+                                  _unanchored(pipeline, bundle, masked=False))
+    off = pipeline(bundle, num_inference_steps=2, reference_strengths={1: 0.0})
+    np.testing.assert_array_equal(off[ids == 1], _unanchored(pipeline, bundle, reference_strengths={1: 0.0})[ids == 1])
+
+
+def _unanchored(pipeline, bundle, **options):
+    calibration = pipeline.sampling.pop("reference_colours")
+    try:
+        return pipeline(bundle, num_inference_steps=2, **options)
+    finally:
+        pipeline.sampling["reference_colours"] = calibration

@@ -4,7 +4,7 @@ a busy background, swatches left alone."""
 import numpy as np
 
 from backend.conditioning import reference_tensor
-from backend.reference_pictures import reference_subject, subject_mask
+from backend.reference_pictures import reference_subject, subject_colour, subject_mask
 
 RED = np.array([200, 30, 40], np.uint8)
 
@@ -74,3 +74,14 @@ def test_a_large_picture_is_keyed_at_a_small_size():
     keyed = reference_subject(image)
     assert max(keyed.shape[:2]) <= 128
     assert np.abs(keyed.reshape(-1, 3).mean(0) - RED).max() < 12
+
+
+def test_subject_colour_is_the_subjects_mean_for_a_picture_and_the_whole_mean_for_a_swatch():
+    image = picture(stripes(96), disc(96, 18, centre=(52, 44)))
+    colour, is_picture = subject_colour(image)
+    assert is_picture and np.abs(colour * 255 - RED).max() < 6  # the stripes (46% green) are left out
+    yy, xx = np.mgrid[:64, :64]
+    checker = np.where((((yy // 8) + (xx // 8)) % 2 == 0)[..., None], RED, np.array([20, 20, 160], np.uint8))
+    colour, is_picture = subject_colour(checker)
+    assert not is_picture
+    np.testing.assert_allclose(colour * 255, (RED + np.array([20, 20, 160])) / 2, atol=0.5)

@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from helpers import tiny_pipeline
 
 from backend.cli import main
 from backend.pipelines.previs_pipeline import PrevisPipeline
+from backend.training.colour_calibration import WEIGHTS
 from backend.training.train import TrainConfig, learning_rate, refiner_following
 from cinepregen_addon.core.shot_bundle import read_bundle
 
@@ -207,3 +209,22 @@ def test_a_multi_part_skinned_character_is_joined_into_one_walking_object():
     pose1 = [tuple(b.matrix.translation) for b in armature.pose.bones]
     scene.frame_set(6)
     assert pose1 != [tuple(b.matrix.translation) for b in armature.pose.bones]  # the walk cycle moves the bones
+
+
+def test_calibrate_colours_measures_the_reference_anchor_and_writes_it(dataset, tmp_path, capsys):
+    """On the toy dataset's rendered training shots: gains from its references to its Cycles targets, a weight
+    chosen among those tried, written into pipeline.json, which the pipeline then reads."""
+    weights = tiny_pipeline().save_pretrained(tmp_path / "weights")
+    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights), "--first-shot", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "picture and" in printed and "weight 0.50: mean PSNR" in printed and "pass --write" in printed
+    assert json.loads((weights / "pipeline.json").read_text())["reference_colours"] is None  # not written
+    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights), "--write"]) == 0
+    calibration = PrevisPipeline.from_pretrained(weights).sampling["reference_colours"]
+    assert calibration["weight"] in WEIGHTS
+    for gain in (calibration["picture_gain"], calibration["swatch_gain"]):
+        assert len(gain) == 3 and all(0.2 < g < 5 for g in gain)
+    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights), "--first-shot", "9"]) == 2
+    assert "no training shots from number 9" in capsys.readouterr().err
+    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(tmp_path / "none")]) == 2
+    assert "no previs model weights" in capsys.readouterr().err

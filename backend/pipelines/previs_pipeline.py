@@ -29,7 +29,8 @@ Weights folder layout (``save_pretrained``/``from_pretrained``)::
     refiner/            FrameRefiner (optional)
     scheduler/          scheduler_config.json
     pipeline.json       sampling defaults: num_inference_steps, reference_guidance_scale, window_frames,
-                        context_frames, lock_colours
+                        context_frames, lock_colours, reference_colours (the colour lock's reference anchor:
+                        weight, picture_gain, swatch_gain from ``cinepregen calibrate-colours``; null: off)
 """
 
 from __future__ import annotations
@@ -55,12 +56,12 @@ from backend.conditioning import (
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
-from backend.pipelines.colour_lock import lock_object_colours
+from backend.pipelines.colour_lock import lock_object_colours, reference_anchors
 from backend.pipelines.patch_seams import smooth_patch_seams, smooth_upsampled_seams
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "reference_guidance_scale": 2.0, "window_frames": 16,
-                     "context_frames": 4, "lock_colours": True}
+                     "context_frames": 4, "lock_colours": True, "reference_colours": None}
 # Timestep shift of the default scheduler (sigma' = shift * sigma / (1 + (shift - 1) * sigma)): most steps go to the
 # high noise levels, where a shot's colours and layout are decided. Mean PSNR vs the Cycles target with previs-tiny
 # (v3, step 1,750) on the 16 held-out shots: 4 even steps (its first setting) 14.0 dB; 8 steps with shift 6 17.4,
@@ -173,7 +174,9 @@ class PrevisPipeline:
                 (``backend.pipelines.colour_lock``); False shows the sampler's drift and flicker. Defaults to the
                 weights' ``pipeline.json``. With the albedo previs-tiny the lock gains 0.13 dB of held-out PSNR
                 (20.87 against 20.74 dB, the pipeline's frames on the 15 visible held-out shots) and holds colour:
-                without it a steady step drifted 28% over a 20-frame shot.
+                without it a steady step drifted 28% over a 20-frame shot. With ``reference_colours`` in
+                ``pipeline.json`` (and ``masked``), objects with a reference are held towards the colour their
+                reference shows (``colour_lock.reference_anchors``).
             callback: called after every denoising step with (done, total); raise from it to cancel.
         """
         # 1. Check inputs and defaults
@@ -250,7 +253,13 @@ class PrevisPipeline:
         if self.sampling["lock_colours"] if lock_colours is None else lock_colours:
             clay = [p.clay for p in bundle.passes]
             shading = None if any(c is None for c in clay) else np.stack(clay).astype(np.float32) / 255.0
-            clip = lock_object_colours(clip, np.stack([p.object_id for p in bundle.passes]), shading)
+            anchors, weight = {}, 0.0
+            calibration = self.sampling.get("reference_colours")
+            if calibration and masked:  # an anchor is a masked look: the unmasked baseline goes without
+                images = bundle.reference_images if references_override is None else references_override
+                live = {i: image for i, image in images.items() if (reference_strengths or {}).get(i, 1.0) != 0}
+                anchors, weight = reference_anchors(live, calibration), float(calibration["weight"])
+            clip = lock_object_colours(clip, np.stack([p.object_id for p in bundle.passes]), shading, anchors, weight)
         return clip
 
     def _to_bundle_size(self, frames: torch.Tensor, full_guidance: torch.Tensor | None, skip: int, height: int,
