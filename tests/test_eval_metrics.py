@@ -413,6 +413,9 @@ def test_a_black_target_is_left_out_of_the_shot_means_but_not_the_pooled_psnr(bu
     grid = rows["patch-grid ratio on the delivered mp4 (aim <= 1.15)"]
     assert grid["bundles"] == 1 and grid["model"] == evaluation["bundles"][0]["model"]["patch_grid_ratio"]
     assert evaluation["bundles"][1]["model"]["patch_grid_ratio"] is not None  # still reported for the shot
+    inside = rows["patch-grid ratio inside objects (outlines left out)"]
+    assert inside["bundles"] == 1
+    assert inside["baseline"] == evaluation["bundles"][0]["fidelity"]["target_patch_grid_ratio_inside_objects"]
 
 
 def test_harness_rejects_a_clip_of_the_wrong_size(bundle_folder):
@@ -447,6 +450,20 @@ def test_patch_grid_ratio_sees_an_upsampled_patch_grid_and_not_a_smooth_picture(
     noisy = np.clip(blocks * 0.3 + smooth * 0.7 + rng.normal(0, 0.01, blocks.shape), 0, 1)
     assert metrics.patch_grid_ratio(noisy) > 2.0
     assert metrics.patch_grid_ratio((noisy * 255).astype(np.uint8)) > 2.0  # uint8 clips as the mp4 gives them
+
+
+def test_patch_grid_ratio_inside_objects_leaves_out_outlines_on_grid_lines_but_not_a_grid():
+    """A box whose outline lies along 16-pixel lines raises the plain ratio like a grid would; inside objects it is
+    gone, while a real patch grid inside the objects stays."""
+    yy, xx = np.mgrid[0:144, 0:256] / 40.0
+    smooth = np.stack([np.sin(xx + t) * np.cos(yy) * 0.2 + 0.4 for t in range(4)])[..., None].repeat(3, -1)
+    ids = np.zeros((4, 144, 256), np.int32)
+    ids[:, 32:96, 64:160] = 1  # outline on rows 32/96 and columns 64/160: all multiples of 16
+    boxed = np.where(ids[..., None] == 1, smooth * 0.5 + 0.45, smooth)
+    assert metrics.patch_grid_ratio(boxed) > 1.5
+    assert 0.9 < metrics.patch_grid_ratio(boxed, object_ids=ids) < 1.1
+    blocks = np.random.default_rng(0).uniform(0.2, 0.8, (4, 9, 16, 3)).repeat(16, axis=1).repeat(16, axis=2)
+    assert metrics.patch_grid_ratio(blocks * 0.3 + boxed * 0.7, object_ids=ids) > 2.0
 
 
 def test_colour_drift_per_object():
