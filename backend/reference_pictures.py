@@ -9,7 +9,10 @@ picture then reads like a swatch of its subject. A swatch (a look that fills the
 The subject is what differs from every colour of the border band (so a patterned background is known by all its
 colours), is connected to the middle of the picture (pattern elements that happen not to touch the border are left
 out) and is set off by an edge. When that finds nothing, nearly the whole picture, or a region with no edge around
-it (a gradient), the image is taken as a swatch.
+it (a gradient), the image is taken as a swatch. Pattern elements left out that way teach their colours to the
+background as well, so the ones the subject stands on are left out too: held-out shot 1000000's white mannequin on
+a green page with blue puzzle pieces, none touching the border, was read with the three pieces behind it, mean
+colour (0.57, 0.69, 0.78); without them (0.79, 0.80, 0.82).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ MIDDLE_SHARE = 0.2  # the subject must reach into the middle box of this share o
 SUBJECT_AREA = (0.04, 0.85)  # a keyed subject covers this share of the picture; outside it the image is a swatch
 EDGE_BAND = 2  # pixels either side of the subject's outline whose colour distances must step by COLOUR_DISTANCE
 CROP_MARGIN = 0.08  # around the subject, as a share of its larger side
+STRAY_SHARE = 0.02  # pattern elements apart from the subject, over this share of the picture, teach their colours
 
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
@@ -63,22 +67,33 @@ def _grow(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
         region = grown
 
 
+def _distance_to(image: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """(H, W) RGB distance of each pixel to the nearest of ``colours`` (K, 3)."""
+    flat = image.reshape(-1, 1, 3)
+    distance = np.min([np.sqrt(((flat - chunk[None]) ** 2).sum(-1)).min(-1)
+                       for chunk in np.array_split(colours, max(1, len(colours) // 256))], axis=0)
+    return distance.reshape(image.shape[:2])
+
+
 def subject_mask(image: np.ndarray) -> np.ndarray | None:
     """(H, W) bool mask of a picture's subject ((H, W, 3) float in [0, 1]), or None for a swatch."""
     height, width = image.shape[:2]
     band = max(2, round(BORDER_SHARE * min(height, width)))
     if min(height, width) <= 4 * band:
         return None
-    centres = _border_colours(image, band)
-    flat = image.reshape(-1, 1, 3)
-    distance = np.min([np.sqrt(((flat - chunk[None]) ** 2).sum(-1)).min(-1)
-                       for chunk in np.array_split(centres, max(1, len(centres) // 256))], axis=0)
-    distance = distance.reshape(height, width)
-    differs = distance > COLOUR_DISTANCE
-    middle = np.zeros_like(differs)
+    middle = np.zeros((height, width), bool)
     dy, dx = round(height * (1 - MIDDLE_SHARE) / 2), round(width * (1 - MIDDLE_SHARE) / 2)
     middle[dy:height - dy, dx:width - dx] = True
-    subject = _grow(middle, differs)
+    centres = _border_colours(image, band)
+    distance = _distance_to(image, centres)
+    subject = _grow(middle, distance > COLOUR_DISTANCE)
+    stray = (distance > COLOUR_DISTANCE) & ~subject
+    if stray.mean() > STRAY_SHARE:  # pattern elements that touch neither the border nor the subject: their colours
+        palette = np.unique(np.concatenate([centres, np.round(image[stray] * BORDER_LEVELS) / BORDER_LEVELS]), axis=0)
+        again = _distance_to(image, palette)  # are the background's too, where they lie behind the subject
+        keyed = _grow(middle, again > COLOUR_DISTANCE)
+        if keyed.mean() >= SUBJECT_AREA[0]:  # unless that leaves too little of a subject that wears them too
+            distance, subject = again, keyed
     outside = np.zeros_like(subject)
     outside[0, :] = outside[-1, :] = outside[:, 0] = outside[:, -1] = True
     subject |= ~_grow(outside, ~subject)  # holes inside the subject (a white shirt on a white page) are its own

@@ -85,3 +85,21 @@ def test_subject_colour_is_the_subjects_mean_for_a_picture_and_the_whole_mean_fo
     colour, is_picture = subject_colour(checker)
     assert not is_picture
     np.testing.assert_allclose(colour * 255, (RED + np.array([20, 20, 160])) / 2, atol=0.5)
+
+
+def test_pattern_elements_that_miss_the_border_are_background_behind_the_subject_too():
+    """Blue tiles on a green page, none touching the border; the red disc stands on the middle one. The tiles apart
+    from the disc teach their colour, so the one behind it is left out of the subject as well."""
+    image = np.full((96, 96, 3), (60, 140, 100), np.uint8)
+    tiles = np.zeros((96, 96), bool)
+    for y in (12, 40, 68):
+        for x in (12, 40, 68):
+            tiles[y:y + 16, x:x + 16] = True
+    image[tiles] = (90, 160, 230)
+    subject = disc(96, 12, centre=(56, 48))
+    image[subject] = RED
+    mask = subject_mask(image / 255.0)
+    assert mask is not None and (mask & subject).sum() / subject.sum() > 0.95
+    assert (mask & tiles & ~subject).sum() < 0.02 * subject.sum()
+    colour, is_picture = subject_colour(image)
+    assert is_picture and np.abs(colour * 255 - RED).max() < 6
