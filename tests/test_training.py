@@ -215,7 +215,7 @@ def test_calibrate_colours_measures_the_reference_anchor_and_writes_it(dataset, 
     """On the toy dataset's rendered training shots: gains from its references to its Cycles targets, a weight
     chosen among those tried, written into pipeline.json, which the pipeline then reads."""
     weights = tiny_pipeline().save_pretrained(tmp_path / "weights")
-    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights), "--first-shot", "1"]) == 0
+    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights), "--shots", "1"]) == 0
     printed = capsys.readouterr().out
     assert "picture and" in printed and "weight 0.50: mean PSNR" in printed and "pass --write" in printed
     assert json.loads((weights / "pipeline.json").read_text())["reference_colours"] is None  # not written
@@ -224,7 +224,8 @@ def test_calibrate_colours_measures_the_reference_anchor_and_writes_it(dataset, 
     assert calibration["weight"] in WEIGHTS
     for gain in (calibration["picture_gain"], calibration["swatch_gain"]):
         assert len(gain) == 3 and all(0.2 < g < 5 for g in gain)
-    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights), "--first-shot", "9"]) == 2
-    assert "no training shots from number 9" in capsys.readouterr().err
+    assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(weights),
+                 "--weigh-on", str(tmp_path)]) == 2
+    assert "no train shots in" in capsys.readouterr().err
     assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(tmp_path / "none")]) == 2
     assert "no previs model weights" in capsys.readouterr().err

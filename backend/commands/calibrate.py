@@ -14,21 +14,21 @@ def _run(args) -> int:
     from backend.training.dataset import list_shots
 
     try:
-        every_shot = list_shots(Path(args.data), "train")
+        gains = reference_gains(list_shots(Path(args.data), "train"))
+        shots = list_shots(Path(args.weigh_on or args.data), "train")[: args.shots]
         pipeline = PrevisPipeline.from_pretrained(args.weights, device=args.device)
-        gains = reference_gains(every_shot)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"gains from {gains['pictures']} picture and {gains['swatches']} swatch references: "
           f"picture {gains['picture_gain']}, swatch {gains['swatch_gain']}")
-    shots = every_shot[args.first_shot:][: args.shots]
-    if not shots:
-        print(f"error: no training shots from number {args.first_shot} on in {args.data}", file=sys.stderr)
+    try:
+        with tqdm(total=len(shots), unit="shot", desc="anchor weight") as bar:
+            scores = anchor_weight_psnr(lambda bundle: pipeline(bundle, lock_colours=False), shots, gains,
+                                        progress=lambda done, total: bar.update(done - bar.n))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    with tqdm(total=len(shots), unit="shot", desc="anchor weight") as bar:
-        scores = anchor_weight_psnr(lambda bundle: pipeline(bundle, lock_colours=False), shots, gains,
-                                    progress=lambda done, total: bar.update(done - bar.n))
     for weight, score in scores.items():
         print(f"weight {weight:.2f}: mean PSNR {score:.2f} dB")
     weight = max(scores, key=scores.get)
@@ -51,12 +51,13 @@ def add_parser(subparsers):
                     "that anchor against the model's own colour that gives the best mean PSNR against the targets. "
                     "With --write they go into the weights folder's pipeline.json as reference_colours.",
     )
-    parser.add_argument("--data", required=True, help="dataset folder (its train/ split is used)")
+    parser.add_argument("--data", required=True, help="dataset folder: the gains are measured on its train/ split")
     parser.add_argument("--weights", required=True, help="the PrevisPipeline weights folder to calibrate")
-    parser.add_argument("--first-shot", type=int, default=0,
-                        help="weigh the anchor on training shots from this one on: shots built after the model was "
-                             "trained, which it has not seen (default: 0; the gains are measured on every shot)")
-    parser.add_argument("--shots", type=int, default=None, help="weigh the anchor on at most N shots (default: all)")
+    parser.add_argument("--weigh-on", default=None,
+                        help="dataset folder whose train/ shots the anchor's weight is measured on: shots the model "
+                             "was not trained on (`dataset build --seed` far from the training seeds; default: --data)")
+    parser.add_argument("--shots", type=int, default=None,
+                        help="weigh the anchor on at most N of those shots (default: all)")
     parser.add_argument("--device", default="cpu", help="torch device for generating (default: cpu)")
     parser.add_argument("--write", action="store_true", help="write the calibration into the folder's pipeline.json")
     parser.set_defaults(func=_run)
