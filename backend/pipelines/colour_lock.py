@@ -61,9 +61,12 @@ class _ObjectFrames:
                          for c in range(3)], -1)
         return sums.reshape(self.frames, len(self.labels), 3) / np.maximum(self.pixels, 1)[..., None]
 
-    def albedo(self, colour: np.ndarray, light: np.ndarray) -> np.ndarray:
-        """(objects, 3) each object's summed colour over its summed light, over the frames where it is seen."""
-        return (colour * self.weight).sum(0) / np.maximum((light * self.weight).sum(0), 1e-3)
+    def albedo(self, frames: np.ndarray, shading: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(colour, light, albedo): per-frame object means of ``frames`` and ``shading`` (ones without it), and
+        (objects, 3) each object's summed colour over its summed light, over the frames where it is seen."""
+        colour = self.means(frames)
+        light = self.means(shading) if shading is not None else np.ones_like(colour)
+        return colour, light, (colour * self.weight).sum(0) / np.maximum((light * self.weight).sum(0), 1e-3)
 
     def held(self) -> np.ndarray:
         """(objects,) objects seen in two frames or more, with enough pixels over the shot to hold to."""
@@ -74,9 +77,8 @@ def shot_albedos(frames: np.ndarray, object_ids: np.ndarray, shading: np.ndarray
                  ) -> dict[int, np.ndarray]:
     """Object id -> its shot albedo in ``frames`` (as the lock computes it), for the objects the lock holds."""
     objects = _ObjectFrames(object_ids)
-    colour = objects.means(frames)
-    albedo = objects.albedo(colour, objects.means(shading) if shading is not None else np.ones_like(colour))
-    return {int(label): albedo[j] for j, label in enumerate(objects.labels) if objects.held()[j]}
+    albedo, held = objects.albedo(frames, shading)[2], objects.held()
+    return {int(label): albedo[j] for j, label in enumerate(objects.labels) if held[j]}
 
 
 def lock_object_colours(frames: np.ndarray, object_ids: np.ndarray, shading: np.ndarray | None = None,
@@ -86,9 +88,7 @@ def lock_object_colours(frames: np.ndarray, object_ids: np.ndarray, shading: np.
     see ``reference_anchors``) pull those objects' albedo towards it: own ** (1 - w) * anchor ** w, w =
     ``anchor_weight`` (0 keeps the model's own colour, 1 takes the anchor's)."""
     objects = _ObjectFrames(object_ids)
-    colour = objects.means(frames)
-    light = objects.means(shading) if shading is not None else np.ones_like(colour)
-    shot_albedo = objects.albedo(colour, light)
+    colour, light, shot_albedo = objects.albedo(frames, shading)
     if anchors and anchor_weight:
         for j, label in enumerate(objects.labels):
             if int(label) in anchors:

@@ -253,12 +253,13 @@ class PrevisPipeline:
         if self.sampling["lock_colours"] if lock_colours is None else lock_colours:
             clay = [p.clay for p in bundle.passes]
             shading = None if any(c is None for c in clay) else np.stack(clay).astype(np.float32) / 255.0
-            anchors, weight = {}, 0.0
-            calibration = self.sampling.get("reference_colours")
-            if calibration and masked:  # an anchor is a masked look: the unmasked baseline goes without
+            # an anchor is a masked look (the unmasked baseline goes without); at weight 0 nothing is keyed again
+            calibration = self.sampling.get("reference_colours") or {}
+            weight, anchors = (float(calibration.get("weight", 0.0)) if masked else 0.0), {}
+            if weight:
                 images = bundle.reference_images if references_override is None else references_override
                 live = {i: image for i, image in images.items() if (reference_strengths or {}).get(i, 1.0) != 0}
-                anchors, weight = reference_anchors(live, calibration), float(calibration["weight"])
+                anchors = reference_anchors(live, calibration)
             clip = lock_object_colours(clip, np.stack([p.object_id for p in bundle.passes]), shading, anchors, weight)
         return clip
 
