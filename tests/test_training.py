@@ -229,3 +229,24 @@ def test_calibrate_colours_measures_the_reference_anchor_and_writes_it(dataset, 
     assert "no train shots in" in capsys.readouterr().err
     assert main(["calibrate-colours", "--data", str(dataset), "--weights", str(tmp_path / "none")]) == 2
     assert "no previs model weights" in capsys.readouterr().err
+
+
+def test_a_drawn_dolly_stops_short_of_a_subject_framed_close():
+    """Shot 87 of the default dataset drew a 1.05 m dolly zoom for a close-up framed 0.38 m from its subject."""
+    from backend.training.dataset import DOLLY_REACH, _stop_short_of
+    from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
+    from cinepregen_addon.core.framing import frame_subject
+
+    subject = (0.0, 0.0, 0.4)
+    pose = frame_subject(subject, 0.3, "CU", "EYE_LEVEL", 35.0)
+    distance = float(np.linalg.norm(np.subtract(subject, pose.location)))
+    move = {"kind": "dolly_zoom", "params": {"distance": 1.05, "target": list(subject)}}
+    with pytest.raises(ValueError, match="would reach the subject"):
+        sample_move(MoveSpec.from_dict(move), pose, 1, 4)
+    _stop_short_of(move, pose.location, subject)
+    assert move["params"]["distance"] == pytest.approx(DOLLY_REACH * distance)
+    samples = sample_move(MoveSpec.from_dict(move), pose, 1, 4)
+    assert min(np.linalg.norm(np.subtract(subject, s.location)) for s in samples) > 0.3 * distance
+    backward = {"kind": "dolly", "params": {"distance": -1.5}}
+    _stop_short_of(backward, pose.location, subject)
+    assert backward["params"]["distance"] == -1.5  # a dolly out is never shortened

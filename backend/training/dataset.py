@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -66,6 +67,16 @@ def random_move(rng: np.random.Generator, kind: str) -> dict:
     return spec
 
 
+DOLLY_REACH = 0.6  # a dolly toward the subject travels at most this share of the way to it
+
+
+def _stop_short_of(move: dict, camera: Sequence[float], subject: Sequence[float]) -> None:
+    """Shorten a dolly in toward ``subject`` to DOLLY_REACH of the camera's distance from it: the drawn distances
+    suit wide shots, and a close-up framed 0.4 m away would dolly through the subject (a dolly zoom refuses to)."""
+    reach = DOLLY_REACH * float(np.linalg.norm(np.subtract(subject, camera)))
+    move["params"]["distance"] = min(move["params"]["distance"], reach)
+
+
 def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = False) -> Path:
     """Plan, build and render one shot into ``out`` (bundle with clay pass + target clip); returns ``out``.
 
@@ -108,8 +119,11 @@ def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = Fals
     kinds = MOVE_KINDS if moving else MOVE_KINDS[:-1]
     kind = kinds[int(rng.integers(len(kinds)))]
     move = random_move(rng, kind)
+    subject_point = [subject.location[0], subject.location[1], subject.size / 2]
     if kind in ("orbit", "crane", "dolly_zoom"):
-        move["params"]["target"] = [subject.location[0], subject.location[1], subject.size / 2]
+        move["params"]["target"] = subject_point
+    if kind in ("dolly", "dolly_zoom"):
+        _stop_short_of(move, pose.location, subject_point)
     target_path = None
     if kind == "follow":
         followed = moving[int(rng.integers(len(moving)))]
