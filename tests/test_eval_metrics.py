@@ -232,16 +232,12 @@ def test_swap_test_detects_swapped_colours():
     ids = np.zeros((2, 16, 24), np.int32)
     ids[:, 2:8, 2:10] = 1
     ids[:, 9:15, 12:22] = 2
-    red = np.zeros((8, 8, 3), np.uint8)
-    red[..., 0] = 220
-    blue = np.zeros((8, 8, 3), np.uint8)
-    blue[..., 2] = 200
-    references = {1: red, 2: blue}
+    references = {1: np.array([0.86, 0.1, 0.1]), 2: np.array([0.1, 0.1, 0.78])}
 
-    def paint(assignment):
+    def paint(assignment, light=np.ones(3)):
         clip = np.zeros((*ids.shape, 3))
         for object_id, reference_id in assignment.items():
-            clip[ids == object_id] = metrics.mean_colour(references[reference_id])
+            clip[ids == object_id] = references[reference_id] * light
         return clip
 
     original, swapped = paint({1: 1, 2: 2}), paint({1: 2, 2: 1})
@@ -250,6 +246,24 @@ def test_swap_test_detects_swapped_colours():
     assert metrics.binding_accuracy(swapped, ids, references, {1: 1, 2: 2}) == 0.0
     ignored_swap = paint({1: 1, 2: 2})
     assert metrics.binding_accuracy(ignored_swap, ids, references, {1: 2, 2: 1}) == 0.0
+    assert np.isnan(metrics.binding_accuracy(original, ids[:, :8], references, {1: 1, 2: 2}))  # object 2 off screen
+
+
+def test_binding_reads_colours_under_dim_tinted_light():
+    """A red object in dim blue light is darker and bluer than its reference, nearer the blue reference in absolute
+    RGB; relative to the other object in the same light it is still the red one."""
+    ids = np.zeros((1, 8, 16), np.int32)
+    ids[:, :, 8:] = 2
+    ids[:, :, :8] = 1
+    references = {1: np.array([0.8, 0.35, 0.3]), 2: np.array([0.3, 0.35, 0.8])}
+    light = np.array([0.15, 0.2, 0.7])
+    clip = np.zeros((*ids.shape, 3))
+    clip[ids == 1] = references[1] * light
+    clip[ids == 2] = references[2] * light
+    own, other = (np.linalg.norm(metrics.mean_colour(clip, ids == 1) - references[r]) for r in (1, 2))
+    assert other < own  # the absolute test would call this a miss
+    assert metrics.binding_accuracy(clip, ids, references, {1: 1, 2: 2}) == 1.0
+    assert metrics.binding_accuracy(clip, ids, references, {1: 2, 2: 1}) == 0.0
 
 
 def _rectangle_scene():
@@ -378,6 +392,7 @@ def test_harness_end_to_end_writes_markdown_and_json(bundle_folder, tmp_path):
     assert result["leakage"]["masked"]["ratio"] == 0.0
     assert result["leakage"]["unmasked"]["ratio"] > 0.1
     assert result["binding"]["before_swap"] == 1.0 and result["binding"]["after_swap"] == 1.0
+    assert result["binding"]["target"] == 1.0  # the target is the same painter
 
     markdown, report = write_report(evaluation, tmp_path / "eval")
     table = markdown.read_text()

@@ -18,6 +18,7 @@ import numpy as np
 
 from backend.bundle_io import read_shot_bundle
 from backend.eval import metrics
+from backend.reference_pictures import subject_colour
 from cinepregen_addon.core.shot_bundle import ShotBundle
 
 GenerateFn = Callable[..., np.ndarray]
@@ -168,12 +169,14 @@ def evaluate_bundle(
     independent = _generate(generate_fn, bundle, seed, independent_frames=True)
     result["model"] = clip_metrics(clip, bundle)
     result["independent_frames"] = clip_metrics(independent, bundle)
-    result["fidelity"] = None if target_frames is None else _fidelity(clip, target_frames, bundle, object_ids)
-    if target_frames is not None:
-        target = np.asarray(target_frames, dtype=np.float64)
-        grid = grid_ratios(target / 255.0 if target.max() > 1.0 else target, bundle)
+    target = None if target_frames is None else np.asarray(target_frames, dtype=np.float64)
+    if target is not None and target.max() > 1.0:
+        target = target / 255.0
+    result["fidelity"] = None if target is None else _fidelity(clip, target, bundle, object_ids)
+    if target is not None:
+        grid = grid_ratios(target, bundle)
         result["fidelity"].update({f"target_{name}": value for name, value in grid.items()})
-    result["drift"] = _drift(clip, None if target_frames is None else target_frames, object_ids, names)
+    result["drift"] = _drift(clip, target, object_ids, names)
 
     referenced = _referenced_objects_by_area(bundle, object_ids)
     references = dict(bundle.reference_images)
@@ -196,11 +199,12 @@ def evaluate_bundle(
         report(0.8, "reference swap")
         swap = {**references, a: references[b], b: references[a]}
         swapped = _generate(generate_fn, bundle, seed, references_override=swap)
-        pair = {a: references[a], b: references[b]}
+        pair = {a: subject_colour(references[a])[0], b: subject_colour(references[b])[0]}
         result["binding"] = {
             "objects": [names[a], names[b]],
             "before_swap": metrics.binding_accuracy(clip, object_ids, pair, {a: a, b: b}),
             "after_swap": metrics.binding_accuracy(swapped, object_ids, pair, {a: b, b: a}),
+            "target": None if target is None else metrics.binding_accuracy(target, object_ids, pair, {a: a, b: b}),
         }
     report(1.0, "done")
     result["clip"] = clip  # for pictures (contact sheets); write_report leaves it out
@@ -235,7 +239,7 @@ SUMMARY_ROWS = (
     ("masked PSNR vs target (dB, mean over objects)", ("fidelity", "masked_psnr"), None, ""),
     ("masked SSIM vs target (mean over objects)", ("fidelity", "masked_ssim"), None, ""),
     ("leakage: outside/inside change ratio", ("leakage", "masked", "ratio"), UNMASKED, "unmasked IP attention"),
-    ("binding accuracy before swap", ("binding", "before_swap"), None, ""),
+    ("binding accuracy before swap", ("binding", "before_swap"), ("binding", "target"), "the Cycles target"),
     ("binding accuracy after swap (follows the swap)", ("binding", "after_swap"), None, ""),
     ("patch-grid ratio on the delivered mp4 (aim <= 1.15)", ("model", "patch_grid_ratio"),
      ("fidelity", "target_patch_grid_ratio"), "the Cycles target"),

@@ -266,28 +266,39 @@ def mean_colour(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray
     return pixels.astype(np.float64).mean(axis=0) / scale
 
 
+def relative_colours(colours: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Log-chromaticities of ``colours`` relative to their mean: what is left of each colour once what all of them
+    share is taken out, the brightness of a region's shading and the colour of the light that falls on all of them."""
+    logs = {key: np.log(np.maximum(np.asarray(colour, dtype=np.float64), 1e-3)) for key, colour in colours.items()}
+    chroma = {key: value - value.mean() for key, value in logs.items()}
+    shared = np.mean(list(chroma.values()), axis=0)
+    return {key: value - shared for key, value in chroma.items()}
+
+
 def binding_accuracy(
-    clip: np.ndarray, object_ids: np.ndarray, references: dict[int, np.ndarray], assignment: dict[int, int]
+    clip: np.ndarray, object_ids: np.ndarray, reference_colours: dict[int, np.ndarray], assignment: dict[int, int]
 ) -> float:
-    """Fraction of objects whose generated region is closer in mean colour to their assigned reference than to
-    every other reference in ``references``.
+    """Fraction of objects whose generated region is closer in relative colour to their assigned reference than to
+    every other reference in ``reference_colours`` (each reference's colour in [0, 1]: a picture's keyed subject).
 
     ``assignment`` maps object id -> id of the reference it should look like (identity before a swap, the swap
-    after it), so swapping two references swaps the expected looks. Objects absent from the clip are skipped.
+    after it), so swapping two references swaps the expected looks. Regions and references are compared as
+    ``relative_colours``: a region is its reference's colour lit, darker and tinted by the light, so absolute colours
+    put a dim red object nearer a dark blue reference than a bright red one, and the Cycles target itself scored
+    chance (0.50 on every held-out pair). Objects absent from the clip are skipped; with fewer than two left there is
+    nothing to tell apart (NaN).
     """
     object_ids = np.asarray(object_ids)
-    reference_colours = {rid: mean_colour(image) for rid, image in references.items()}
-    hits, scored = 0, 0
-    for object_id, reference_id in assignment.items():
-        mask = object_ids == object_id
-        if not mask.any():
-            continue
-        region = mean_colour(clip, mask)
-        distances = {rid: float(np.linalg.norm(region - colour)) for rid, colour in reference_colours.items()}
-        own = distances[reference_id]
-        hits += all(own < d for rid, d in distances.items() if rid != reference_id)
-        scored += 1
-    return hits / scored if scored else math.nan
+    present = {o: r for o, r in assignment.items() if (object_ids == o).any()}
+    if len(present) < 2:
+        return math.nan
+    regions = relative_colours({o: mean_colour(clip, object_ids == o) for o in present})
+    references = relative_colours(reference_colours)
+    hits = 0
+    for object_id, reference_id in present.items():
+        distances = {rid: float(np.linalg.norm(regions[object_id] - colour)) for rid, colour in references.items()}
+        hits += all(distances[reference_id] < d for rid, d in distances.items() if rid != reference_id)
+    return hits / len(present)
 
 
 # ----------------------------------------------------------------------------------------------------------------
