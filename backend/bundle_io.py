@@ -8,28 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
-from cinepregen_addon.core import shot_bundle
+from cinepregen_addon.core import png_codec, shot_bundle
 
 
 def png_size(path: Path) -> tuple[int, int] | None:
     """(width, height) from a PNG's IHDR chunk, or None when the file does not start like a PNG."""
     with Path(path).open("rb") as f:
         head = f.read(24)
-    if len(head) < 24 or not head.startswith(shot_bundle.PNG_SIGNATURE) or head[12:16] != b"IHDR":
+    if len(head) < 24 or not head.startswith(png_codec.PNG_SIGNATURE) or head[12:16] != b"IHDR":
         return None
     return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
 
 
 def read_reference_image(path: Path) -> np.ndarray:
     """A PNG reference image as (H, W, 3) uint8 RGB (alpha dropped); ValueError when it is not a readable PNG or
-    has more than ``shot_bundle.MAX_PNG_PIXELS`` pixels."""
+    has more than ``png_codec.MAX_PNG_PIXELS`` pixels."""
     from PIL import Image, UnidentifiedImageError
 
     size = png_size(path)
     if size is None:
         raise ValueError("not a PNG file")
-    if size[0] * size[1] > shot_bundle.MAX_PNG_PIXELS:
-        raise ValueError(f"{size[0]}x{size[1]} pixels, more than {shot_bundle.MAX_PNG_PIXELS:,}")
+    if size[0] * size[1] > png_codec.MAX_PNG_PIXELS:
+        raise ValueError(f"{size[0]}x{size[1]} pixels, more than {png_codec.MAX_PNG_PIXELS:,}")
     try:
         with Image.open(path) as image:
             return np.array(image.convert("RGB"))  # writable, as torch.from_numpy wants

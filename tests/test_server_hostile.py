@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_server import bundle_folder, bundle_zip
 
-from cinepregen_addon.core import shot_bundle
+from cinepregen_addon.core import png_codec
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_RSS_BYTES = 1.2 * 2**30
@@ -156,7 +156,7 @@ def _png(width: int, height: int, truncate: bool = False) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = b"".join(b"\0" + b"\x80" * (3 * width) for _ in range(min(height, 4)))
-    png = shot_bundle.PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    png = png_codec.PNG_SIGNATURE + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
     png += chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
     return png[:40] if truncate else png
 

@@ -87,7 +87,7 @@ def generate_frames(bundle_path: str | Path, *, weights: str | Path | None = Non
 def write_shot(frames: np.ndarray, out_dir: str | Path, metrics: dict, timings: dict) -> dict:
     """Write what the add-on imports into ``out_dir``: ``frames/000000.png ...``, ``shot.mp4`` at the shot's fps
     and ``metrics.json``. Returns ``{"mp4", "frames_dir", "metrics", "timings"}``."""
-    from cinepregen_addon.core.shot_bundle import write_png
+    from cinepregen_addon.core.png_codec import write_png
 
     mark = time.perf_counter()
     out_dir = Path(out_dir)
