@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.server.app import DataFolderBusy, Settings, check_bind, create_app, serve_in_thread
+from backend.server.app import DataFolderBusy, Settings, create_app, serve_in_thread
+from backend.server.guard import check_bind
 from cinepregen_addon.core import shot_bundle
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ def _token(args) -> str | None:
 
 def _run(args) -> int:
     from backend.adapters import adapter_for
-    from backend.server.app import DataFolderBusy, Settings, check_bind
+    from backend.server.app import DataFolderBusy, Settings
+    from backend.server.guard import check_bind
     from backend.server.jobs import DamagedDatabase
 
     try:

@@ -1,17 +1,15 @@
 """The local backend's HTTP API (FastAPI): shot bundles in, generated clips out, one model worker behind a queue.
 
 Versioned JSON under ``/v1``; the review board at ``/``; OpenAPI docs at ``/docs``. Every bad input gets a 4xx whose
-``detail`` names what is wrong, and the server keeps serving. Safety: with a token, every request needs
-``Authorization: Bearer <token>`` (a browser opening ``/?token=...`` gets it as a cookie, for the board);
-uploads are size-limited before they are read; zips are extracted by ``shot_bundle.extract_bundle_zip`` (no traversal,
-no links, no bombs) and validated by ``shot_bundle.read_bundle`` before a job exists.
+``detail`` names what is wrong, and the server keeps serving. Safety: every request passes ``guard.RequestGuard``
+first (host, origin, token, upload size) before any body is read; zips are extracted by
+``shot_bundle.extract_bundle_zip`` (no traversal, no links, no bombs) and validated by ``shot_bundle.read_bundle``
+before a job exists.
 """
 
 from __future__ import annotations
 
-import hmac
 import importlib.util
-import ipaddress
 import json
 import logging
 import os
@@ -23,13 +21,11 @@ import time
 import uuid
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -40,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import backend
 from backend.bundle_io import png_size, read_shot_bundle
+from backend.server.guard import RequestGuard, check_bind, redact_tokens_in_access_log
 from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker, delete_job_files
 from backend.server.review_page import render_board, write_pass_previews
 from cinepregen_addon.core import shot_bundle
@@ -47,8 +44,6 @@ from cinepregen_addon.core import shot_bundle
 logger = logging.getLogger(__name__)
 
 JOB_ID = re.compile(r"[0-9a-f]{32}")
-TOKEN_COOKIE = "cinepregen_token"
-_MAX_DRAIN_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -77,7 +72,6 @@ class Settings:
     ray_workers: int | None = None  # model-holding Ray workers (default: one per GPU, or 1)
 
 
-MIN_TOKEN_LENGTH = 16
 DOCS_ASSETS = Path(importlib.util.find_spec("fastapi_offline").origin).parent / "static"  # Swagger UI 5, no CDN
 
 
@@ -116,27 +110,6 @@ class DataFolderLock:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_bind(host: str, token: str | None) -> None:
-    """Only this machine may use a backend without a token, and a token must be long enough not to be guessed."""
-    if not is_loopback(host) and not token:
-        raise ValueError(
-            f"refusing to listen on {host!r} without a token: anyone who can reach this machine could use the "
-            "backend. Pass --token-file FILE (clients then send 'Authorization: Bearer TOKEN'), or bind 127.0.0.1."
-        )
-    if token is not None and len(token.strip()) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"the token is {len(token.strip())} characters; use at least {MIN_TOKEN_LENGTH} (for example "
-                         "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"`)")
 
 
 def model_catalogue(settings: Settings) -> dict[str, Path]:
@@ -226,160 +199,6 @@ def _ray_pool(settings: Settings, catalogue: dict[str, Path]):
     return pool, pool.job_fn(name)
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-def host_of(value: str) -> str:
-    """The host part of a Host header or an Origin's authority (``[::1]:8765`` -> ``::1``)."""
-    value = value.strip().lower()
-    if value.startswith("["):
-        return value[1:value.find("]")] if "]" in value else value
-    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
-
-
-class _Guard:
-    """ASGI middleware that runs before any body is read, in this order:
-
-    1. **Host** (DNS rebinding): without a token only loopback hosts (``localhost``, ``127.0.0.0/8``, ``::1``) and
-       ``allowed_hosts`` are served; a page on ``evil.example`` that re-points its name at 127.0.0.1 is refused.
-    2. **Origin** (cross-site requests): a request that changes something (POST, DELETE, PUT, PATCH) from a web page
-       of another origin is refused, token or not; clients that are not browsers send no Origin. No CORS headers are
-       ever sent, so no other page can read an answer either.
-    3. **Token** (401) when the server has one.
-    4. **Upload size**: POST /v1/jobs needs a Content-Length within the limit and no Transfer-Encoding (411/413),
-       and every request's body is counted as it is read, so no header can get more than the limit past it.
-    """
-
-    def __init__(self, app: Callable, token: str | None, max_upload_bytes: int, allowed_hosts: tuple[str, ...] = ()):
-        self.app = app
-        self.token = token
-        self.max_upload_bytes = max_upload_bytes
-        self.allowed_hosts = {h.lower() for h in allowed_hosts}
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        problem = self._origin_problem(scope, headers)
-        if problem:
-            await _receive_and_drop(receive, headers)
-            return await _send_json(send, 403, problem)
-        if self.token:
-            problem, from_query = self._token_problem(scope, headers)
-            if problem:
-                await _receive_and_drop(receive, headers)
-                return await _send_json(send, 401, problem, [(b"www-authenticate", b"Bearer")])
-            if from_query:
-                send = _with_cookie(send, self.token)
-        if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs":
-            length = headers.get("content-length")
-            if "transfer-encoding" in headers or length is None or not length.isdigit():
-                await _receive_and_drop(receive, headers)
-                message = ("the upload needs a Content-Length header and no Transfer-Encoding "
-                           "(chunked uploads are refused)")
-                return await _send_json(send, 411, message, close=True)
-            if int(length) > self.max_upload_bytes:
-                await _receive_and_drop(receive, headers)
-                message = (
-                    f"the upload is {int(length):,} bytes; this server accepts at most {self.max_upload_bytes:,} "
-                    "bytes (cinepregen serve --max-upload-mb)"
-                )
-                return await _send_json(send, 413, message, close=True)
-        started = False
-
-        async def counted_receive() -> dict:
-            message = await receive()
-            counted_receive.total += len(message.get("body", b""))
-            if counted_receive.total > self.max_upload_bytes:
-                raise _BodyTooLarge
-            return message
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        counted_receive.total = 0
-        try:
-            await self.app(scope, counted_receive, tracked_send)
-        except _BodyTooLarge:
-            if not started:
-                await _send_json(send, 413, f"the request body is over this server's limit of "
-                                             f"{self.max_upload_bytes:,} bytes", close=True)
-
-    def _token_problem(self, scope: dict, headers: dict[str, str]) -> tuple[str | None, bool]:
-        """(what is wrong or None, whether the token came from ``?token=`` on the board)."""
-        offered = None
-        authorization = headers.get("authorization", "")
-        if authorization:
-            scheme, _, offered = authorization.partition(" ")
-            if scheme.lower() != "bearer":
-                return "the Authorization header must be 'Bearer <token>'", False
-        from_query = False
-        if offered is None and scope["path"] == "/":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
-            offered, from_query = (query[0], True) if query else (None, False)
-        if offered is None and "cookie" in headers:
-            morsel = SimpleCookie(headers["cookie"]).get(TOKEN_COOKIE)
-            offered = morsel.value if morsel else None
-        if offered is None:
-            return "this backend needs a token: send 'Authorization: Bearer <token>'", False
-        if not hmac.compare_digest(offered.strip().encode(), self.token.encode()):
-            return "wrong token", False
-        return None, from_query
-
-    def _origin_problem(self, scope: dict, headers: dict[str, str]) -> str | None:
-        host = host_of(headers.get("host", ""))
-        if not self.token and not (is_loopback(host) or host in self.allowed_hosts):
-            return (f"this backend serves only this machine (Host {host[:64]!r} is not a loopback name); "
-                    "add the name with cinepregen serve --allow-host, or use 127.0.0.1")
-        if scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return None
-        origin = headers.get("origin")
-        if origin == "null":
-            return "requests from pages without an origin (sandboxed frames, files) are refused"
-        other_site = origin is not None and origin.split("://", 1)[-1].lower() != headers.get("host", "").lower()
-        if other_site or headers.get("sec-fetch-site") in ("cross-site", "same-site"):
-            return "requests from another web site's pages are refused (cross-origin); use the add-on or the board"
-        return None
-
-async def _receive_and_drop(receive: Callable, headers: dict[str, str]) -> None:
-    """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset.
-    A body declared larger than the cap is not waited for: the answer closes the connection."""
-    length = headers.get("content-length", "")
-    chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-    if not chunked and (not length.isdigit() or int(length) == 0 or int(length) > _MAX_DRAIN_BYTES):
-        return
-    received = 0
-    while received < _MAX_DRAIN_BYTES:
-        message = await receive()
-        received += len(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body"):
-            return
-
-
-async def _send_json(send: Callable, status: int, detail: str, extra_headers: list | None = None,
-                     close: bool = False) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if close:  # the body was not read: the connection cannot carry another request
-        headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers + (extra_headers or [])})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _with_cookie(send: Callable, token: str) -> Callable:
-    cookie = f"{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/".encode()
-
-    async def send_with_cookie(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
-        await send(message)
-
-    return send_with_cookie
-
-
 def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> FastAPI:
     """The service: a job store and its worker under ``settings.data_dir``, and the HTTP API around them."""
     data_dir = Path(settings.data_dir)
@@ -402,7 +221,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
             raise
     worker = Worker(store, jobs_dir, generate_fn or default_generate_fn(settings, catalogue), settings.max_attempts,
                     settings.keep_days, threads=pool.workers if pool is not None else 1)
-    _redact_tokens_in_access_log()
+    redact_tokens_in_access_log()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -435,7 +254,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon.png")
-    app.add_middleware(_Guard, token=settings.token, max_upload_bytes=settings.max_upload_bytes,
+    app.add_middleware(RequestGuard, token=settings.token, max_upload_bytes=settings.max_upload_bytes,
                        allowed_hosts=settings.allowed_hosts)
     app.state.store, app.state.worker, app.state.settings = store, worker, settings
 
@@ -658,22 +477,6 @@ def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dic
     referenced = sorted((obj.name, obj.reference) for obj in bundle.objects if obj.id in bundle.reference_images)
     return {**shot_bundle.bundle_summary(bundle), "previews": previews,
             "reference_files": [file for _, file in referenced]}
-
-
-class _RedactTokens(logging.Filter):
-    """Access-log lines carry the request path; a board opened as ``/?token=...`` must not leave its token there."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(re.sub(r"token=[^&\s]*", "token=<redacted>", a) if isinstance(a, str) else a
-                                for a in record.args)
-        return True
-
-
-def _redact_tokens_in_access_log() -> None:
-    access = logging.getLogger("uvicorn.access")
-    if not any(isinstance(f, _RedactTokens) for f in access.filters):
-        access.addFilter(_RedactTokens())
 
 
 def _problems(error: Exception, shown: int = 10) -> str:
