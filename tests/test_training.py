@@ -234,19 +234,39 @@ def test_calibrate_colours_measures_the_reference_anchor_and_writes_it(dataset, 
 def test_a_drawn_dolly_stops_short_of_a_subject_framed_close():
     """Shot 87 of the default dataset drew a 1.05 m dolly zoom for a close-up framed 0.38 m from its subject."""
     from backend.training.dataset import DOLLY_REACH, _stop_short_of
-    from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
+    from cinepregen_addon.core.camera_moves import MoveSpec, euler_to_matrix, sample_move
     from cinepregen_addon.core.framing import frame_subject
 
     subject = (0.0, 0.0, 0.4)
     pose = frame_subject(subject, 0.3, "CU", "EYE_LEVEL", 35.0)
-    distance = float(np.linalg.norm(np.subtract(subject, pose.location)))
+    depth = float(np.dot(np.subtract(subject, pose.location), -euler_to_matrix(pose.rotation_euler)[:, 2]))
     move = {"kind": "dolly_zoom", "params": {"distance": 1.05, "target": list(subject)}}
     with pytest.raises(ValueError, match="would reach the subject"):
         sample_move(MoveSpec.from_dict(move), pose, 1, 4)
-    _stop_short_of(move, pose.location, subject)
-    assert move["params"]["distance"] == pytest.approx(DOLLY_REACH * distance)
+    _stop_short_of(move, pose, subject)
+    assert move["params"]["distance"] == pytest.approx(DOLLY_REACH * depth)
     samples = sample_move(MoveSpec.from_dict(move), pose, 1, 4)
-    assert min(np.linalg.norm(np.subtract(subject, s.location)) for s in samples) > 0.3 * distance
+    assert min(np.linalg.norm(np.subtract(subject, s.location)) for s in samples) > 0.3 * depth
     backward = {"kind": "dolly", "params": {"distance": -1.5}}
-    _stop_short_of(backward, pose.location, subject)
+    _stop_short_of(backward, pose, subject)
     assert backward["params"]["distance"] == -1.5  # a dolly out is never shortened
+
+
+def test_a_drawn_dolly_zoom_stops_short_along_the_view_of_a_low_close_up():
+    """A low-angle close-up aims above the subject's middle from the floor: the middle's depth along the view is a
+    third of its distance, and 0.6 of the distance would still reach it."""
+    from backend.training.dataset import MIN_CAMERA_HEIGHT_M, _stop_short_of
+    from cinepregen_addon.core.camera_moves import CameraPose, MoveSpec, sample_move
+    from cinepregen_addon.core.framing import frame_subject
+
+    size = 0.6
+    framed = frame_subject((0.0, 0.0, 0.75 * size), size, "CU", "LOW", 18.0, heading_deg=20.0)
+    pose = CameraPose((*framed.location[:2], max(framed.location[2], MIN_CAMERA_HEIGHT_M)), framed.rotation_euler,
+                      framed.lens_mm)
+    middle = (0.0, 0.0, size / 2)
+    distance = float(np.linalg.norm(np.subtract(middle, pose.location)))
+    move = {"kind": "dolly_zoom", "params": {"distance": 0.6 * distance, "target": list(middle)}}
+    with pytest.raises(ValueError, match="would reach the subject"):
+        sample_move(MoveSpec.from_dict(move), pose, 1, 4)
+    _stop_short_of(move, pose, middle)
+    assert len(sample_move(MoveSpec.from_dict(move), pose, 1, 4)) == 4

@@ -288,11 +288,11 @@ def binding_accuracy(
     chance (0.50 on every held-out pair). Objects absent from the clip are skipped; with fewer than two left there is
     nothing to tell apart (NaN).
     """
-    object_ids = np.asarray(object_ids)
-    present = {o: r for o, r in assignment.items() if (object_ids == o).any()}
+    masks = {o: np.asarray(object_ids) == o for o in assignment}
+    present = {o: r for o, r in assignment.items() if masks[o].any()}
     if len(present) < 2:
         return math.nan
-    regions = relative_colours({o: mean_colour(clip, object_ids == o) for o in present})
+    regions = relative_colours({o: mean_colour(clip, masks[o]) for o in present})
     references = relative_colours(reference_colours)
     hits = 0
     for object_id, reference_id in present.items():

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cinepregen_addon.core.camera_moves import CameraPose, euler_to_matrix
+
 HELDOUT_SEED_OFFSET = 1_000_000
 MOVE_KINDS = ("static", "dolly", "truck", "pedestal", "pan", "tilt", "orbit", "crane", "zoom", "dolly_zoom", "follow")
 SHOT_SIZE_CHOICES = ("ELS", "LS", "LS", "FS", "FS", "MFS", "MFS", "MS", "MCU", "CU")  # repeats weight the choice
@@ -70,11 +72,14 @@ def random_move(rng: np.random.Generator, kind: str) -> dict:
 DOLLY_REACH = 0.6  # a dolly toward the subject travels at most this share of the way to it
 
 
-def _stop_short_of(move: dict, camera: Sequence[float], subject: Sequence[float]) -> None:
-    """Shorten a dolly in toward ``subject`` to DOLLY_REACH of the camera's distance from it: the drawn distances
-    suit wide shots, and a close-up framed 0.4 m away would dolly through the subject (a dolly zoom refuses to)."""
-    reach = DOLLY_REACH * float(np.linalg.norm(np.subtract(subject, camera)))
-    move["params"]["distance"] = min(move["params"]["distance"], reach)
+def _stop_short_of(move: dict, pose: CameraPose, subject: Sequence[float]) -> None:
+    """Shorten a dolly in toward ``subject`` to DOLLY_REACH of the subject's depth along the camera's view (what
+    ``sample_move`` checks a dolly zoom against): the drawn distances suit wide shots, and a close-up framed 0.4 m
+    away would dolly through the subject (a dolly zoom refuses to). Along the view, not straight at the subject: a
+    close-up aims above the subject's middle, and from low down its depth is a third of its distance."""
+    view = -euler_to_matrix(pose.rotation_euler)[:, 2]
+    depth = float(np.dot(np.subtract(subject, pose.location), view))
+    move["params"]["distance"] = min(move["params"]["distance"], DOLLY_REACH * depth)
 
 
 def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = False) -> Path:
@@ -123,7 +128,7 @@ def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = Fals
     if kind in ("orbit", "crane", "dolly_zoom"):
         move["params"]["target"] = subject_point
     if kind in ("dolly", "dolly_zoom"):
-        _stop_short_of(move, pose.location, subject_point)
+        _stop_short_of(move, pose, subject_point)
     target_path = None
     if kind == "follow":
         followed = moving[int(rng.integers(len(moving)))]
