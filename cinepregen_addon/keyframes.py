@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from .core import camera_moves
+from .core.camera_pose import CameraSample
 
 KEY_EPSILON = 1e-3
 OBJECT_CHANNELS = (("location", 3), ("rotation_euler", 3))
@@ -69,7 +69,7 @@ def remove_keys(id_data, frame_start: int, frame_end: int) -> None:
         fcurve.update()
 
 
-def write_camera_samples(camera, samples: list[camera_moves.CameraSample]) -> None:
+def write_camera_samples(camera, samples: list[CameraSample]) -> None:
     """Key location and rotation on the camera object and the lens on its data, one key per sample frame."""
     if not samples:
         return

@@ -17,8 +17,8 @@ import bpy
 import numpy as np
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProperty, IntProperty
 
-from .core import camera_moves
 from .core.camera_moves import EASINGS, MOVE_PARAMS, PARAM_SPECS, SHAKE_SPECS, HandheldShake, MoveSpec
+from .core.camera_pose import euler_to_matrix
 
 _DEFAULTS = {key: next(p[key] for p in MOVE_PARAMS.values() if key in p) for key in PARAM_SPECS}
 EASING_ITEMS = [(key, key.replace("_", " ").title(), f"Progress of the move over the shot: {key.replace('_', ' ')}")
@@ -65,7 +65,7 @@ def _set_param(shot, key: str, value) -> None:
 def _start_target(shot) -> list[float]:
     """The point ``target_distance`` ahead of the shot's start view (where the move's centre is without a target)."""
     distance = _spec(shot).resolved_params().get("target_distance", _DEFAULTS["target_distance"])
-    view = -camera_moves.euler_to_matrix(shot.start_rotation)[:, 2]
+    view = -euler_to_matrix(shot.start_rotation)[:, 2]
     return [float(v) for v in np.asarray(shot.start_location) + view * distance]
 
 

@@ -2,8 +2,9 @@
 artist's local adjustments on top, and framing the shot's subject.
 
 A shot's camera keyframes are computed, never accumulated: ``apply_shot_move`` evaluates the shot's global move
-(``move_json``) from the shot's start pose and puts the artist's local layer (``adjustments_json``) on top with
-``core.camera_moves``, then replaces the camera's keys inside the shot's frame range (keys outside it are kept).
+(``move_json``, ``core.camera_moves``) from the shot's start pose and puts the artist's local layer
+(``adjustments_json``, ``core.local_adjustments``) on top, then replaces the camera's keys inside the shot's frame
+range (keys outside it are kept).
 The start pose is stored on the shot (``start_location``, ``start_rotation``, ``lens_mm``), so re-applying or
 changing the move always starts from the same place and a local offset is never applied twice.
 """
@@ -20,7 +21,9 @@ from mathutils import Vector
 
 from . import move_properties, render_passes
 from .core import camera_moves, framing
-from .core.camera_moves import CameraPose, EditedKeyframe, LocalAdjustments, MoveSpec, Offset
+from .core.camera_moves import MoveSpec
+from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
+from .core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
 from .keyframes import write_camera_samples
 from .shots import ShotOperator, capture_start_pose, shot_at
 
@@ -83,7 +86,7 @@ def _subject_path(scene, subject, frames: range) -> list[list[float]]:
         scene.frame_set(current)
 
 
-def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[camera_moves.CameraSample]:
+def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[CameraSample]:
     """The shot's camera per frame: the global move from the start pose, then (optionally) the local layer."""
     if shot.camera is None:
         raise ValueError(f"shot {shot.name!r} has no camera")
@@ -113,7 +116,7 @@ def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[camera_m
     return adjustments.apply(samples) if with_adjustments else samples
 
 
-def apply_shot_move(scene, shot) -> list[camera_moves.CameraSample]:
+def apply_shot_move(scene, shot) -> list[CameraSample]:
     """Write the shot's move (global + local layer) as keyframes on its camera; returns the samples written."""
     samples = shot_samples(scene, shot)
     shot.camera.data.sensor_width = shot.sensor_mm
@@ -220,7 +223,7 @@ def frame_shot_subject(scene, shot) -> CameraPose:
         shot.framing_note = (f"the {shot.camera_angle.lower().replace('_', ' ')} camera would be "
                              f"{ground - pose.location[2]:.2f} m under the ground: raised to "
                              f"{MIN_CAMERA_CLEARANCE_M:.2f} m above it, still aimed at the subject")
-        pose = CameraPose(raised, camera_moves.look_at_rotation(raised, center,
+        pose = CameraPose(raised, look_at_rotation(raised, center,
                                                                 math.radians(framing.CAMERA_ANGLES[
                                                                     shot.camera_angle].roll_deg)), pose.lens_mm)
     shot.start_location, shot.start_rotation, shot.lens_mm = pose.location, pose.rotation_euler, pose.lens_mm

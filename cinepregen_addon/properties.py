@@ -1,10 +1,11 @@
 """The storyboard as Blender data: ``scene.cinepregen`` holds the shots, ``Object.cinepregen_reference`` the references.
 
 A shot's global camera move and the artist's local adjustments are stored as JSON strings (``move_json``,
-``adjustments_json``) in the formats of ``core.camera_moves`` (``MoveSpec.to_dict``, ``LocalAdjustments.to_dict``),
-so they are saved with the .blend and the pure module stays the one definition of what they mean. The panel
-edits the move through ``shot.move`` (``move_properties``: properties with units over ``move_json``); the local
-layer is shown as sentences (``LocalAdjustments.rows``) and changed by the Add/Pin/Remove operators.
+``adjustments_json``) in the formats of ``core.camera_moves`` (``MoveSpec.to_dict``) and ``core.local_adjustments``
+(``LocalAdjustments.to_dict``), so they are saved with the .blend and the pure modules stay the one definition of
+what they mean. The panel edits the move through ``shot.move`` (``move_properties``: properties with units over
+``move_json``); the local layer is shown as sentences (``LocalAdjustments.rows``) and changed by the Add/Pin/Remove
+operators.
 
 The board also remembers the backend's models (``models``, filled by Check Backend), the one it generates with
 (``model``) and its steps; each shot keeps every clip generated for it as a take (``takes``).
@@ -183,7 +184,7 @@ class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
     move_note: StringProperty(name="Move Note", options={"HIDDEN"},
                               description="Why the last change of the move could not be keyed")
     adjustments_json: StringProperty(
-        name="Local Adjustments", description="The artist's layer over the move (camera_moves.LocalAdjustments)"
+        name="Local Adjustments", description="The artist's layer over the move (local_adjustments.LocalAdjustments)"
     )
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import cinepregen_addon
 from cinepregen_addon.core import camera_moves
+from cinepregen_addon.core.camera_pose import CameraPose, euler_to_matrix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,7 +198,7 @@ def test_apply_move_keys_match_camera_move_samples_at_every_frame(scene):
     board.active_shot_index = 1
     assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
     expected = camera_moves.sample_move(camera_moves.MoveSpec.from_dict(move),
-                                        camera_moves.CameraPose((0.0, -8.0, 2.0), (1.3, 0.0, 0.2), 35.0), 6, 35)
+                                        CameraPose((0.0, -8.0, 2.0), (1.3, 0.0, 0.2), 35.0), 6, 35)
     for sample in expected:
         np.testing.assert_allclose(camera_state(camera, sample.frame), sample_state(sample), atol=1e-4,
                                    err_msg=f"frame {sample.frame}")
@@ -230,7 +231,7 @@ def test_local_offset_survives_reapply_and_a_new_global_move(scene):
     bpy.ops.cinepregen.shot_add(name="A", length=24)
     shot = scene.cinepregen.shots[0]
     camera = shot.camera
-    start = camera_moves.CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
+    start = CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
     shot.move_json = json.dumps({"kind": "dolly", "params": {"distance": 3.0}})
     assert bpy.ops.cinepregen.apply_move() == {"FINISHED"}
     scene.frame_set(10)
@@ -519,7 +520,7 @@ def test_move_parameters_are_real_properties_over_the_stored_move(scene):
     file) shows at once; a move that cannot be made leaves the keys and says why."""
     bpy.ops.cinepregen.shot_add(name="A", length=24)
     shot = scene.cinepregen.shots[0]
-    start = camera_moves.CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
+    start = CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
     assert bpy.ops.cinepregen.set_move(kind="dolly") == {"FINISHED"}
     assert shot.move.distance == 1.0 and shot.move.easing == "ease_in_out"
     props = shot.move.bl_rna.properties
@@ -537,7 +538,7 @@ def test_move_parameters_are_real_properties_over_the_stored_move(scene):
     assert json.loads(shot.move_json)["params"]["angle_deg"] == pytest.approx(30.0)
 
     assert bpy.ops.cinepregen.set_move(kind="orbit") == {"FINISHED"}
-    ahead = np.array(shot.start_location) - camera_moves.euler_to_matrix(shot.start_rotation)[:, 2] * 5.0
+    ahead = np.array(shot.start_location) - euler_to_matrix(shot.start_rotation)[:, 2] * 5.0
     assert not shot.move.use_target
     np.testing.assert_allclose(shot.move.target, ahead, atol=1e-5)  # where the orbit's centre is without one
     shot.move.use_target = True

@@ -11,23 +11,16 @@ import re
 import numpy as np
 import pytest
 
-from cinepregen_addon.core.camera_moves import (
-    EASINGS,
-    MOVE_PARAMS,
+from cinepregen_addon.core.camera_moves import EASINGS, MOVE_PARAMS, HandheldShake, MoveSpec, ease, sample_move
+from cinepregen_addon.core.camera_pose import (
     CameraPose,
-    EditedKeyframe,
-    HandheldShake,
-    LocalAdjustments,
-    MoveSpec,
-    Offset,
-    ease,
     euler_to_matrix,
     look_at_rotation,
     matrix_to_euler,
-    sample_move,
     sample_to_matrix_world,
 )
 from cinepregen_addon.core.framing import CAMERA_ANGLES, SHOT_SIZES, frame_height_mm, frame_subject
+from cinepregen_addon.core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
 
 START = CameraPose((1.0, -8.0, 1.6), (math.radians(85.0), 0.0, math.radians(20.0)), 35.0)
 FRAMES = (1, 49)
@@ -502,7 +495,6 @@ def test_moves_around_a_walking_subject_keep_it_centred(kind):
         project_points,
         world_to_camera_from_matrix_world,
     )
-    from cinepregen_addon.core.camera_moves import sample_to_matrix_world
 
     subject = np.array([0.0, 0.0, 1.0])
     pose = frame_subject(subject, 1.8, "MS", "EYE_LEVEL", 35.0, heading_deg=10.0)
@@ -526,7 +518,6 @@ def test_moves_around_a_walking_subject_keep_it_centred(kind):
 
 
 def test_a_move_reads_as_words_for_shot_lists():
-    from cinepregen_addon.core.camera_moves import HandheldShake, MoveSpec
 
     assert MoveSpec().summary() == "Static"
     orbit = MoveSpec(kind="orbit", params={"angle_deg": -90.0, "target": [1.0, 2.5, 0.0]}, easing="linear",

@@ -89,7 +89,7 @@ def test_framing_sizes_a_long_subject_by_its_width(walker_scene):
         project_points,
         world_to_camera_from_matrix_world,
     )
-    from cinepregen_addon.core.camera_moves import sample_to_matrix_world
+    from cinepregen_addon.core.camera_pose import sample_to_matrix_world
 
     w2c = world_to_camera_from_matrix_world(sample_to_matrix_world(pose))
     K = intrinsics_from_blender(35.0, 36.0, 24.0, "AUTO", 64, 36)

@@ -1,6 +1,6 @@
 """The board's view of the backend's models (pure: no bpy)."""
 
-from cinepregen_addon.core.camera_moves import LocalAdjustments, Offset
+from cinepregen_addon.core.local_adjustments import LocalAdjustments, Offset
 from cinepregen_addon.core.model_choice import frame_note, generated_frames, pickable_models
 
 

@@ -234,7 +234,8 @@ def test_calibrate_colours_measures_the_reference_anchor_and_writes_it(dataset, 
 def test_a_drawn_dolly_stops_short_of_a_subject_framed_close():
     """Shot 87 of the default dataset drew a 1.05 m dolly zoom for a close-up framed 0.38 m from its subject."""
     from backend.training.dataset import DOLLY_REACH, _stop_short_of
-    from cinepregen_addon.core.camera_moves import MoveSpec, euler_to_matrix, sample_move
+    from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
+    from cinepregen_addon.core.camera_pose import euler_to_matrix
     from cinepregen_addon.core.framing import frame_subject
 
     subject = (0.0, 0.0, 0.4)
@@ -256,7 +257,8 @@ def test_a_drawn_dolly_zoom_stops_short_along_the_view_of_a_low_close_up():
     """A low-angle close-up aims above the subject's middle from the floor: the middle's depth along the view is a
     third of its distance, and 0.6 of the distance would still reach it."""
     from backend.training.dataset import MIN_CAMERA_HEIGHT_M, _stop_short_of
-    from cinepregen_addon.core.camera_moves import CameraPose, MoveSpec, sample_move
+    from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
+    from cinepregen_addon.core.camera_pose import CameraPose
     from cinepregen_addon.core.framing import frame_subject
 
     size = 0.6

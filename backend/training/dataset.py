@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cinepregen_addon.core.camera_moves import CameraPose, euler_to_matrix
+from cinepregen_addon.core.camera_pose import CameraPose, euler_to_matrix
 
 HELDOUT_SEED_OFFSET = 1_000_000
 MOVE_KINDS = ("static", "dolly", "truck", "pedestal", "pan", "tilt", "orbit", "crane", "zoom", "dolly_zoom", "follow")

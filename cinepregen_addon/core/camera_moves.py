@@ -1,15 +1,9 @@
-"""Cinematic camera moves as per-frame camera samples, plus the artist's local adjustments on top.
+"""Cinematic camera moves as per-frame camera samples: the *global* layer of a shot's camera.
 
-A shot's camera is two layers. The *global* move is a preset (``MoveSpec``: a kind, its parameters, an easing and
-an optional handheld shake) sampled from a start pose by ``sample_move``. The *local* layer (``LocalAdjustments``)
-holds what the artist changed by hand: offsets at chosen frames, edited keyframes and a retiming. It is stored apart
-from the samples, keyed by frame and normalised time, so it survives re-applying or swapping the global move.
-
-Conventions (Blender's): the world is Z-up; a camera looks down its local -Z with local +Y up; rotations are XYZ
-Euler angles in radians, i.e. ``matrix = Rz(z) @ Ry(y) @ Rx(x)``; distances are metres, lenses millimetres. Angles in
-move parameters are degrees (``*_deg``), as the artist types them. Everything here is plain Python and numpy, so it
-runs inside Blender's own Python and in tests without bpy. ``camera_geometry`` (OpenCV extrinsics and intrinsics)
-starts where this module stops: ``sample_to_matrix_world`` is the hand-over point.
+A move is a preset (``MoveSpec``: a kind, its parameters, an easing and an optional handheld shake) sampled from a
+start pose by ``sample_move``. What the artist changes by hand on top lives in ``local_adjustments``; poses, samples
+and Blender's rotation conventions in ``camera_pose``. Angles in move parameters are degrees (``*_deg``), as the
+artist types them. Plain Python and numpy, so it runs inside Blender's own Python and in tests without bpy.
 """
 
 from __future__ import annotations
@@ -20,167 +14,25 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-Vec3 = tuple[float, float, float]
+from .camera_pose import (
+    WORLD_UP,
+    CameraPose,
+    CameraSample,
+    check_fields,
+    check_finite,
+    check_frame,
+    check_positive,
+    check_vec3,
+    euler_to_matrix,
+    look_matrix,
+    matrix_to_euler,
+    roll_of,
+    rot_x,
+    rot_y,
+    rot_z,
+)
+
 TargetPath = Callable[[int], Sequence[float]] | Sequence[Sequence[float]]
-
-_WORLD_UP = np.array([0.0, 0.0, 1.0])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Rotations
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _rot_x(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-def _rot_y(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-
-
-def _rot_z(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def euler_to_matrix(rotation_euler: Sequence[float]) -> np.ndarray:
-    """Blender XYZ Euler (radians) to a 3x3 rotation matrix."""
-    x, y, z = (float(a) for a in rotation_euler)
-    return _rot_z(z) @ _rot_y(y) @ _rot_x(x)
-
-
-def matrix_to_euler(matrix: np.ndarray, compat: Sequence[float] | None = None) -> Vec3:
-    """3x3 rotation to Blender XYZ Euler; with ``compat``, the equivalent angles nearest to it.
-
-    Keyframes are interpolated per channel, so consecutive frames must not jump by 2*pi or flip to the other Euler
-    solution: passing the previous frame's angles as ``compat`` keeps a 360 degree pan a smooth curve.
-    """
-    r = np.asarray(matrix, dtype=np.float64)
-    cos_y = math.hypot(r[0, 0], r[1, 0])
-    if cos_y > 1e-9:
-        x, y, z = math.atan2(r[2, 1], r[2, 2]), math.atan2(-r[2, 0], cos_y), math.atan2(r[1, 0], r[0, 0])
-        candidates = [(x, y, z), (x + math.pi, math.pi - y, z + math.pi)]
-    else:  # gimbal lock: only x - z (or x + z) is defined; keep x where it was
-        x = float(compat[0]) if compat is not None else 0.0
-        if r[2, 0] < 0:
-            candidates = [(x, math.pi / 2, x - math.atan2(r[0, 1], r[1, 1]))]
-        else:
-            candidates = [(x, -math.pi / 2, math.atan2(-r[0, 1], r[1, 1]) - x)]
-    if compat is None:
-        return tuple(float(a) for a in candidates[0])
-    tau = 2.0 * math.pi
-    wrapped = [tuple(a + tau * round((c - a) / tau) for a, c in zip(cand, compat, strict=True)) for cand in candidates]
-    return min(wrapped, key=lambda e: sum(abs(a - c) for a, c in zip(e, compat, strict=True)))
-
-
-def _level_look_matrix(direction: np.ndarray) -> np.ndarray:
-    """Camera rotation looking along ``direction`` with the horizon level (no roll)."""
-    forward = direction / np.linalg.norm(direction)
-    right = np.cross(forward, _WORLD_UP)
-    if np.linalg.norm(right) < 1e-9:  # straight down or up: picture top faces world +Y, as Euler (0, 0, 0) does
-        right = np.array([1.0, 0.0, 0.0])
-    right /= np.linalg.norm(right)
-    back = -forward
-    return np.column_stack([right, np.cross(back, right), back])
-
-
-def _look_matrix(eye: np.ndarray, target: np.ndarray, roll: float) -> np.ndarray:
-    direction = np.asarray(target, dtype=np.float64) - np.asarray(eye, dtype=np.float64)
-    if np.linalg.norm(direction) < 1e-9:
-        raise ValueError("target: the camera sits on its target, there is no direction to look at")
-    return _level_look_matrix(direction) @ _rot_z(roll)
-
-
-def _roll_of(rotation: np.ndarray) -> float:
-    """Roll of a camera about its view axis, relative to the level camera looking the same way."""
-    relative = _level_look_matrix(-rotation[:, 2]).T @ rotation
-    return math.atan2(relative[1, 0], relative[0, 0])
-
-
-def look_at_rotation(eye: Sequence[float], target: Sequence[float], roll: float = 0.0) -> Vec3:
-    """Blender Euler that points a camera at ``eye`` to ``target``; ``roll`` (radians) turns it about the view axis.
-
-    Looking straight down, the top of the picture faces world +Y, as a camera with rotation (0, 0, 0) does.
-    """
-    return matrix_to_euler(_look_matrix(np.asarray(eye, float), np.asarray(target, float), roll))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Poses and samples
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _vec3(value: Sequence[float], name: str) -> Vec3:
-    try:
-        values = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected 3 numbers, got {value!r}") from None
-    if len(values) != 3 or not all(math.isfinite(v) for v in values):
-        raise ValueError(f"{name}: expected 3 finite numbers, got {value!r}")
-    return values
-
-
-def _finite(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _frame(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: expected an integer frame, got {value!r}")
-    return value
-
-
-def _fields(cls: type, data: object, name: str) -> dict:
-    """Check a JSON object against a dataclass's fields, so a typo is a ValueError naming it."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{name}: expected an object, got {data!r}")
-    unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-    if unknown:
-        raise ValueError(f"{name}.{unknown[0]}: not a field of {cls.__name__}")
-    return data
-
-
-def _positive(value: object, name: str) -> float:
-    if _finite(value, name) <= 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(value)
-
-
-@dataclass(frozen=True)
-class CameraPose:
-    """Where a camera is: the start of a move, or what framing helpers return."""
-
-    location: Vec3
-    rotation_euler: Vec3
-    lens_mm: float = 50.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "location", _vec3(self.location, "location"))
-        object.__setattr__(self, "rotation_euler", _vec3(self.rotation_euler, "rotation_euler"))
-        object.__setattr__(self, "lens_mm", _positive(self.lens_mm, "lens_mm"))
-
-
-@dataclass(frozen=True)
-class CameraSample:
-    """The camera at one frame: what the add-on writes as location, rotation and lens keyframes."""
-
-    frame: int
-    location: Vec3
-    rotation_euler: Vec3
-    lens_mm: float
-
-
-def sample_to_matrix_world(sample: CameraSample | CameraPose) -> np.ndarray:
-    """4x4 camera-to-world matrix (Blender's ``matrix_world``, no scale) of a sample or pose."""
-    matrix = np.eye(4)
-    matrix[:3, :3] = euler_to_matrix(sample.rotation_euler)
-    matrix[:3, 3] = sample.location
-    return matrix
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -305,17 +157,17 @@ def _check_param(key: str, value: object) -> object:
             raise ValueError(f"{name}: expected true or false, got {value!r}")
         return value
     if key in _VECTOR_PARAMS:
-        return None if value is None else list(_vec3(value, name))
+        return None if value is None else list(check_vec3(value, name))
     if key == "target_path":
         if value is None:
             return None
         if isinstance(value, str | bytes) or not isinstance(value, Sequence) or len(value) == 0:
             raise ValueError(f"{name}: expected a list of [x, y, z] points, one per frame")
-        return [list(_vec3(point, f"{name}[{i}]")) for i, point in enumerate(value)]
+        return [list(check_vec3(point, f"{name}[{i}]")) for i, point in enumerate(value)]
     if key in _POSITIVE_PARAMS:
-        _positive(value, name)
+        check_positive(value, name)
         return value
-    _finite(value, name)
+    check_finite(value, name)
     return value
 
 
@@ -330,9 +182,9 @@ class HandheldShake:
 
     def __post_init__(self):
         for key in ("amplitude_m", "rotation_deg"):
-            if _finite(getattr(self, key), f"shake.{key}") < 0:
+            if check_finite(getattr(self, key), f"shake.{key}") < 0:
                 raise ValueError(f"shake.{key}: expected a number >= 0, got {getattr(self, key)!r}")
-        _positive(self.frequency_hz, "shake.frequency_hz")
+        check_positive(self.frequency_hz, "shake.frequency_hz")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"shake.seed: expected an integer, got {self.seed!r}")
 
@@ -397,9 +249,9 @@ class MoveSpec:
 
     @classmethod
     def from_dict(cls, data: dict) -> MoveSpec:
-        data = _fields(cls, data, "move")
+        data = check_fields(cls, data, "move")
         shake = data.get("shake")
-        shake = None if shake is None else HandheldShake(**_fields(HandheldShake, shake, "shake"))
+        shake = None if shake is None else HandheldShake(**check_fields(HandheldShake, shake, "shake"))
         return cls(data.get("kind", "static"), data.get("params", {}), data.get("easing", "ease_in_out"), shake)
 
 
@@ -418,15 +270,15 @@ class _Pose:
 def _target_point(start: _Pose, p: dict) -> np.ndarray:
     if p["target"] is not None:
         return np.asarray(p["target"], float)
-    return start.location - start.rotation[:, 2] * _positive(p["target_distance"], "params.target_distance")
+    return start.location - start.rotation[:, 2] * check_positive(p["target_distance"], "params.target_distance")
 
 
 def _target_path_fn(path: TargetPath | None, frame_start: int, frame_end: int) -> Callable[[int], np.ndarray]:
     if path is None:
         raise ValueError("target_path: a follow move needs the target's position per frame (a callable or a list)")
     if callable(path):
-        return lambda f: np.asarray(_vec3(path(f), f"target_path({f})"))
-    points = [np.asarray(_vec3(p, f"target_path[{i}]")) for i, p in enumerate(path)]
+        return lambda f: np.asarray(check_vec3(path(f), f"target_path({f})"))
+    points = [np.asarray(check_vec3(p, f"target_path[{i}]")) for i, p in enumerate(path)]
     if len(points) < frame_end - frame_start + 1:
         raise ValueError(f"target_path: {len(points)} points for {frame_end - frame_start + 1} frames")
     return lambda f: points[f - frame_start]
@@ -448,17 +300,17 @@ def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | 
     if kind == "pedestal":
         return _Pose(loc + up * p["distance"] * s, rot, lens)
     if kind == "pan":
-        return _Pose(loc, _rot_z(math.radians(p["angle_deg"]) * s) @ rot, lens)
+        return _Pose(loc, rot_z(math.radians(p["angle_deg"]) * s) @ rot, lens)
     if kind == "tilt":
-        return _Pose(loc, rot @ _rot_x(math.radians(p["angle_deg"]) * s), lens)
+        return _Pose(loc, rot @ rot_x(math.radians(p["angle_deg"]) * s), lens)
     if kind == "roll":
-        return _Pose(loc, rot @ _rot_z(math.radians(p["angle_deg"]) * s), lens)
+        return _Pose(loc, rot @ rot_z(math.radians(p["angle_deg"]) * s), lens)
     if kind == "zoom":  # geometric, so the picture grows at a steady rate
-        return _Pose(loc, rot, lens * (_positive(p["lens_end_mm"], "params.lens_end_mm") / lens) ** s)
+        return _Pose(loc, rot, lens * (check_positive(p["lens_end_mm"], "params.lens_end_mm") / lens) ** s)
     if kind == "orbit":
         center = _target_point(start, p)
-        turn = _rot_z(math.radians(p["angle_deg"]) * s)
-        return _Pose(center + moved + turn @ (loc - center), turn @ _look_matrix(loc, center, _roll_of(rot)), lens)
+        turn = rot_z(math.radians(p["angle_deg"]) * s)
+        return _Pose(center + moved + turn @ (loc - center), turn @ look_matrix(loc, center, roll_of(rot)), lens)
     if kind == "crane":
         center = _target_point(start, p) + moved
         loc = loc + moved * np.array([1.0, 1.0, 0.0])  # the crane's base travels with the subject over the ground
@@ -467,8 +319,8 @@ def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | 
             toward = view * np.array([1.0, 1.0, 0.0])
         length = np.linalg.norm(toward)
         reach = toward / length * p["reach"] if length > 1e-9 else np.zeros(3)
-        new_loc = loc + (_WORLD_UP * p["rise"] + reach) * s
-        return _Pose(new_loc, _look_matrix(new_loc, center, _roll_of(rot)), lens)
+        new_loc = loc + (WORLD_UP * p["rise"] + reach) * s
+        return _Pose(new_loc, look_matrix(new_loc, center, roll_of(rot)), lens)
     if kind == "dolly_zoom":
         center = _target_point(start, p)
         depth = float(np.dot(center - loc, view))
@@ -484,7 +336,7 @@ def _move_pose(kind: str, start: _Pose, s: float, p: dict, target: np.ndarray | 
         return _Pose(new_loc, rot, lens * new_depth / depth)
     if kind == "follow":
         new_loc = target + p["offset"] if p["translate"] else loc
-        return _Pose(new_loc, _look_matrix(new_loc, target, _roll_of(rot)), lens)
+        return _Pose(new_loc, look_matrix(new_loc, target, roll_of(rot)), lens)
     raise ValueError(f"kind: unknown camera move {kind!r}")
 
 
@@ -504,9 +356,9 @@ def sample_move(
     crane or dolly zoom it is the subject's path too: the move is made around where the subject is at each frame
     (an orbit circles a walking character, a dolly zoom keeps it centred and at its size).
     """
-    if _frame(frame_end, "frame_end") < _frame(frame_start, "frame_start"):
+    if check_frame(frame_end, "frame_end") < check_frame(frame_start, "frame_start"):
         raise ValueError(f"frame_end: {frame_end} is before frame_start {frame_start}")
-    fps = _positive(fps, "fps")
+    fps = check_positive(fps, "fps")
     p = spec.resolved_params()
     origin = _Pose(np.asarray(start.location), euler_to_matrix(start.rotation_euler), start.lens_mm)
     target_at = None
@@ -534,221 +386,11 @@ def sample_move(
         loc_noise, rot_noise = shake.offsets(np.array([(f - frame_start) / fps for f in frames]))
         for pose, dl, (ax, ay, az) in zip(poses, loc_noise, rot_noise, strict=True):
             pose.location = pose.location + pose.rotation @ dl
-            pose.rotation = pose.rotation @ _rot_x(ax) @ _rot_y(ay) @ _rot_z(az)
+            pose.rotation = pose.rotation @ rot_x(ax) @ rot_y(ay) @ rot_z(az)
 
     samples, euler = [], start.rotation_euler
     for f, pose in zip(frames, poses, strict=True):
         euler = matrix_to_euler(pose.rotation, compat=euler)
         location = tuple(float(v) for v in pose.location)
-        samples.append(CameraSample(f, location, euler, _positive(pose.lens_mm, "lens_mm")))
+        samples.append(CameraSample(f, location, euler, check_positive(pose.lens_mm, "lens_mm")))
     return samples
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Local adjustments
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _monotone_cubic(xk: np.ndarray, yk: np.ndarray, x: np.ndarray, hold_ends: bool) -> np.ndarray:
-    """Monotone cubic Hermite (Fritsch-Carlson) through keys: no overshoot between keys, C1 everywhere.
-
-    ``hold_ends``: zero slope at the first and last key and constant outside them, as Blender holds an F-curve;
-    otherwise the end slopes follow the neighbouring segment (an identity stays an identity).
-    """
-    if len(xk) == 1:
-        return np.full(x.shape + yk.shape[1:], yk[0], dtype=np.float64)
-    h = np.diff(xk)
-    delta = np.diff(yk, axis=0) / h.reshape((-1,) + (1,) * (yk.ndim - 1))
-    slopes = np.zeros_like(yk, dtype=np.float64)
-    for k in range(1, len(xk) - 1):
-        w1, w2 = 2 * h[k] + h[k - 1], h[k] + 2 * h[k - 1]
-        same_sign = delta[k - 1] * delta[k] > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            harmonic = (w1 + w2) / (w1 / delta[k - 1] + w2 / delta[k])
-        slopes[k] = np.where(same_sign, harmonic, 0.0)
-    if not hold_ends:
-        slopes[0], slopes[-1] = delta[0], delta[-1]
-    xc = np.clip(x, xk[0], xk[-1])
-    i = np.clip(np.searchsorted(xk, xc, side="right") - 1, 0, len(xk) - 2)
-    t = ((xc - xk[i]) / h[i]).reshape((-1,) + (1,) * (yk.ndim - 1))
-    hi = h[i].reshape(t.shape)
-    h00, h10, h01, h11 = 2 * t**3 - 3 * t**2 + 1, t**3 - 2 * t**2 + t, -2 * t**3 + 3 * t**2, t**3 - t**2
-    return h00 * yk[i] + h10 * hi * slopes[i] + h01 * yk[i + 1] + h11 * hi * slopes[i + 1]
-
-
-@dataclass(frozen=True)
-class Offset:
-    """A nudge at one frame, added on top of the global move (world metres, Euler radians, millimetres)."""
-
-    frame: int
-    location: Vec3 = (0.0, 0.0, 0.0)
-    rotation_euler: Vec3 = (0.0, 0.0, 0.0)
-    lens_mm: float = 0.0
-
-    def __post_init__(self):
-        _frame(self.frame, "offsets.frame")
-        object.__setattr__(self, "location", _vec3(self.location, f"offsets[{self.frame}].location"))
-        object.__setattr__(self, "rotation_euler", _vec3(self.rotation_euler, f"offsets[{self.frame}].rotation_euler"))
-        object.__setattr__(self, "lens_mm", _finite(self.lens_mm, f"offsets[{self.frame}].lens_mm"))
-
-
-@dataclass(frozen=True)
-class EditedKeyframe:
-    """An artist's keyframe: at its frame these channels take exactly these values, whatever the global move says."""
-
-    frame: int
-    location: Vec3 | None = None
-    rotation_euler: Vec3 | None = None
-    lens_mm: float | None = None
-
-    def __post_init__(self):
-        _frame(self.frame, "keyframes.frame")
-        for key in ("location", "rotation_euler"):
-            if getattr(self, key) is not None:
-                object.__setattr__(self, key, _vec3(getattr(self, key), f"keyframes[{self.frame}].{key}"))
-        if self.lens_mm is not None:
-            object.__setattr__(self, "lens_mm", _positive(self.lens_mm, f"keyframes[{self.frame}].lens_mm"))
-
-
-_CHANNELS = ("location", "rotation_euler", "lens_mm")
-
-
-@dataclass
-class LocalAdjustments:
-    """The artist's layer over a global move, applied in this order:
-
-    1. ``time_remap``: pairs (shot time, move time) in normalised time, both increasing (move time may stay put for
-       a freeze); (0, 0) and (1, 1) are implied. Shot time ``t`` shows the move at ``remap(t)``, interpolated
-       smoothly and monotonically between the pairs, so a retiming also survives a change of frame range.
-    2. ``offsets`` and ``keyframes`` become per-channel deltas from the retimed global move at their frames,
-       interpolated between those frames without overshoot and held before the first and after the last.
-       An offset adds its delta at its frame; an edited keyframe pins its channels to its values at its frame
-       (edited keyframes outside the samples' frames are ignored).
-    """
-
-    offsets: list[Offset] = field(default_factory=list)
-    keyframes: list[EditedKeyframe] = field(default_factory=list)
-    time_remap: list[tuple[float, float]] = field(default_factory=list)
-
-    def __post_init__(self):
-        for name, items in (("offsets", self.offsets), ("keyframes", self.keyframes)):
-            frames = [item.frame for item in items]
-            repeated = sorted({f for f in frames if frames.count(f) > 1})
-            if repeated:
-                raise ValueError(f"{name}: frame {repeated[0]} appears more than once")
-        pairs = []
-        for i, pair in enumerate(self.time_remap):
-            if len(pair) != 2:
-                raise ValueError(f"time_remap[{i}]: expected a pair (shot time, move time), got {pair!r}")
-            shot_t, move_t = (_finite(v, f"time_remap[{i}]") for v in pair)
-            if not (0.0 < shot_t < 1.0 and 0.0 <= move_t <= 1.0):
-                raise ValueError(f"time_remap[{i}]: times must lie in (0, 1) and [0, 1], got {pair!r}")
-            pairs.append((shot_t, move_t))
-        keys = [(0.0, 0.0), *pairs, (1.0, 1.0)]
-        for (s0, m0), (s1, m1) in zip(keys, keys[1:], strict=False):
-            if s1 <= s0 or m1 < m0:
-                raise ValueError(f"time_remap: must be increasing (a monotone retiming), got {self.time_remap!r}")
-        self.time_remap = pairs
-
-    def remap(self, t: np.ndarray) -> np.ndarray:
-        """Move time shown at shot time ``t`` (both normalised)."""
-        keys = np.array([(0.0, 0.0), *self.time_remap, (1.0, 1.0)])
-        return np.clip(_monotone_cubic(keys[:, 0], keys[:, 1], np.asarray(t, float), hold_ends=False), 0.0, 1.0)
-
-    def apply(self, samples: Sequence[CameraSample]) -> list[CameraSample]:
-        """The global move's samples (consecutive frames) with this layer on top; ``samples`` are not changed."""
-        if not samples:
-            return []
-        frames = np.array([s.frame for s in samples])
-        if np.any(np.diff(frames) != 1):
-            raise ValueError("samples: expected one sample per consecutive frame")
-        base = {
-            "location": np.array([s.location for s in samples]),
-            "rotation_euler": np.array([s.rotation_euler for s in samples]),
-            "lens_mm": np.array([[s.lens_mm] for s in samples]),
-        }
-        if self.time_remap and len(samples) > 1:
-            position = self.remap(np.linspace(0.0, 1.0, len(samples))) * (len(samples) - 1)
-            lo = np.minimum(np.floor(position).astype(int), len(samples) - 2)
-            w = (position - lo)[:, None]
-            base = {key: (1 - w) * values[lo] + w * values[lo + 1] for key, values in base.items()}
-        result = {}
-        for key in _CHANNELS:
-            deltas = {o.frame: np.atleast_1d(getattr(o, key)) for o in self.offsets}
-            for k in self.keyframes:  # an edited keyframe overrides an offset at the same frame
-                if getattr(k, key) is not None and frames[0] <= k.frame <= frames[-1]:
-                    deltas[k.frame] = np.atleast_1d(getattr(k, key)) - base[key][k.frame - frames[0]]
-            if not deltas:
-                result[key] = base[key]
-                continue
-            xk = np.array(sorted(deltas), dtype=np.float64)
-            yk = np.array([deltas[f] for f in sorted(deltas)])
-            result[key] = base[key] + _monotone_cubic(xk, yk, frames.astype(np.float64), hold_ends=True)
-        out = []
-        for i, f in enumerate(frames):
-            lens = float(result["lens_mm"][i, 0])
-            if lens <= 0:
-                raise ValueError(f"lens_mm: local adjustments make the lens {lens:.3f} mm at frame {f}")
-            out.append(
-                CameraSample(
-                    int(f),
-                    tuple(float(v) for v in result["location"][i]),
-                    tuple(float(v) for v in result["rotation_euler"][i]),
-                    lens,
-                )
-            )
-        return out
-
-    def rows(self) -> list[tuple[str, int, str]]:
-        """What the layer holds, for a person: (kind, index, sentence) per offset ("offset"), edited keyframe
-        ("keyframe") and retiming pair ("retime"), each kind in frame order; ``index`` is its place in its list."""
-
-        def delta(values, unit: str, scale: float = 1.0) -> list[str]:
-            return [f"{v * scale:+.2f}{unit} {axis}" for axis, v in zip("xyz", values, strict=True) if abs(v) > 1e-6]
-
-        found = []
-        for i, o in sorted(enumerate(self.offsets), key=lambda pair: pair[1].frame):
-            parts = delta(o.location, " m") + delta(o.rotation_euler, "\u00b0", 180.0 / math.pi)
-            parts += [f"{o.lens_mm:+.1f} mm lens"] if abs(o.lens_mm) > 1e-6 else []
-            found.append(("offset", i, f"offset at frame {o.frame}: " + (", ".join(parts) or "none")))
-        for i, k in sorted(enumerate(self.keyframes), key=lambda pair: pair[1].frame):
-            parts = []
-            if k.location is not None:
-                parts.append("at ({:.2f}, {:.2f}, {:.2f}) m".format(*k.location))
-            if k.rotation_euler is not None:
-                degrees = (math.degrees(v) for v in k.rotation_euler)
-                parts.append("turned ({:.1f}, {:.1f}, {:.1f})\u00b0".format(*degrees))
-            if k.lens_mm is not None:
-                parts.append(f"{k.lens_mm:.1f} mm lens")
-            found.append(("keyframe", i, f"pinned at frame {k.frame}: " + ", ".join(parts)))
-        for i, (shot_t, move_t) in enumerate(self.time_remap):
-            found.append(("retime", i, f"retimed: {shot_t:.0%} of the shot shows {move_t:.0%} of the move"))
-        return found
-
-    def without(self, kind: str, index: int) -> LocalAdjustments:
-        """The layer with one item of ``rows()`` removed."""
-        lists = {"offset": "offsets", "keyframe": "keyframes", "retime": "time_remap"}
-        if kind not in lists:
-            raise ValueError(f"kind: expected one of {sorted(lists)}, got {kind!r}")
-        items = list(getattr(self, lists[kind]))
-        if not 0 <= index < len(items):
-            raise ValueError(f"no {kind} {index} (the shot has {len(items)})")
-        del items[index]
-        return LocalAdjustments(**{**{"offsets": self.offsets, "keyframes": self.keyframes,
-                                      "time_remap": self.time_remap}, lists[kind]: items})
-
-    def to_dict(self) -> dict:
-        return {
-            "offsets": [asdict(o) for o in self.offsets],
-            "keyframes": [asdict(k) for k in self.keyframes],
-            "time_remap": [list(pair) for pair in self.time_remap],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LocalAdjustments:
-        data = _fields(cls, data, "adjustments")
-        return cls(
-            offsets=[Offset(**_fields(Offset, o, "offsets")) for o in data.get("offsets", [])],
-            keyframes=[EditedKeyframe(**_fields(EditedKeyframe, k, "keyframes")) for k in data.get("keyframes", [])],
-            time_remap=[tuple(pair) for pair in data.get("time_remap", [])],
-        )

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .camera_moves import CameraPose, _finite, _positive, _rot_x, _rot_z, _vec3, matrix_to_euler
+from .camera_pose import CameraPose, check_finite, check_positive, check_vec3, matrix_to_euler, rot_x, rot_z
 
 SHOT_SIZES: dict[str, float] = {
     "ELS": 0.15,
@@ -63,9 +63,9 @@ SENSOR_FITS = ("AUTO", "HORIZONTAL", "VERTICAL")
 
 def frame_height_mm(sensor_width_mm: float, sensor_height_mm: float, sensor_fit: str, aspect: float) -> float:
     """Height of the picture on the sensor, in mm, for an image of ``aspect`` = width / height."""
-    sensor_width_mm = _positive(sensor_width_mm, "sensor_width_mm")
-    sensor_height_mm = _positive(sensor_height_mm, "sensor_height_mm")
-    aspect = _positive(aspect, "aspect")
+    sensor_width_mm = check_positive(sensor_width_mm, "sensor_width_mm")
+    sensor_height_mm = check_positive(sensor_height_mm, "sensor_height_mm")
+    aspect = check_positive(aspect, "aspect")
     if sensor_fit not in SENSOR_FITS:
         raise ValueError(f"sensor_fit: expected one of {SENSOR_FITS}, got {sensor_fit!r}")
     if sensor_fit == "VERTICAL":
@@ -92,19 +92,19 @@ def frame_subject(
 
     ``heading_deg`` is the way the camera faces, as Blender's Z rotation: 0 looks along +Y, 90 along -X.
     """
-    center = np.asarray(_vec3(subject_center, "subject_center"))
-    subject_height = _positive(subject_height, "subject_height")
-    lens_mm = _positive(lens_mm, "lens_mm")
+    center = np.asarray(check_vec3(subject_center, "subject_center"))
+    subject_height = check_positive(subject_height, "subject_height")
+    lens_mm = check_positive(lens_mm, "lens_mm")
     if shot_size not in SHOT_SIZES:
         raise ValueError(f"shot_size: unknown shot size {shot_size!r}, expected one of {list(SHOT_SIZES)}")
     if camera_angle not in CAMERA_ANGLES:
         raise ValueError(f"camera_angle: unknown camera angle {camera_angle!r}, expected one of {list(CAMERA_ANGLES)}")
     picture_mm = frame_height_mm(sensor_width_mm, sensor_height_mm, sensor_fit, aspect)
     down, roll = (math.radians(a) for a in CAMERA_ANGLES[camera_angle])
-    heading = math.radians(_finite(heading_deg, "heading_deg"))
+    heading = math.radians(check_finite(heading_deg, "heading_deg"))
 
     pitch = math.pi / 2 - down  # Euler X: 90 degrees looks at the horizon, 0 straight down
-    rotation = _rot_z(heading) @ _rot_x(pitch) @ _rot_z(roll)
+    rotation = rot_z(heading) @ rot_x(pitch) @ rot_z(roll)
     distance = lens_mm * subject_height / (SHOT_SIZES[shot_size] * picture_mm)  # pinhole: size = f * H / depth
     location = center + rotation[:, 2] * distance  # the camera looks down its -Z
     return CameraPose(tuple(location), matrix_to_euler(rotation, compat=(pitch, 0.0, heading)), lens_mm)
