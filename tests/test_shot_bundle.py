@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from backend.cli import main
+from cinepregen_addon.core import bundle_zip
 from cinepregen_addon.core import camera_geometry as geometry
 from cinepregen_addon.core import shot_bundle as sb
 
@@ -90,7 +91,7 @@ def test_zip_round_trip(folder, tmp_path):
     archive = sb.zip_bundle(folder, tmp_path / "shot.zip")
     assert sb.validate_bundle(archive) == []
     assert_same(make_bundle(), sb.read_bundle(archive))
-    extracted = sb.extract_bundle_zip(archive, tmp_path / "unpacked")
+    extracted = bundle_zip.extract_bundle_zip(archive, tmp_path / "unpacked")
     assert extracted == tmp_path / "unpacked"
     assert_same(make_bundle(), sb.read_bundle(extracted))
 
@@ -101,7 +102,7 @@ def test_zip_with_a_single_top_folder_is_accepted(folder, tmp_path):
         for file in folder.rglob("*"):
             if file.is_file():
                 zf.write(file, "shot_010/" + file.relative_to(folder).as_posix())
-    assert sb.extract_bundle_zip(archive, tmp_path / "out") == tmp_path / "out" / "shot_010"
+    assert bundle_zip.extract_bundle_zip(archive, tmp_path / "out") == tmp_path / "out" / "shot_010"
     assert_same(make_bundle(), sb.read_bundle(archive))
 
 
@@ -308,7 +309,7 @@ def symlink_entry(name: str) -> zipfile.ZipInfo:
 def test_unsafe_zip_entries_are_rejected_before_unpacking(tmp_path, entry, expected):
     archive = evil_zip(tmp_path / "evil.zip", [("shot.json", b"{}"), (entry, b"/etc/passwd")])
     with pytest.raises(sb.BundleError, match=expected):
-        sb.extract_bundle_zip(archive, tmp_path / "dest")
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "dest")
     assert not (tmp_path / "dest").exists() and not (tmp_path / "evil.txt").exists()
     assert any(expected in p for p in sb.validate_bundle(archive))
 
@@ -319,11 +320,11 @@ def test_zip_bombs_are_rejected(folder, tmp_path, monkeypatch):
         zf.writestr("shot.json", b"\0" * 5_000_000)   # 5 MB of zeros pack to a few kB
     assert bomb.stat().st_size < 50_000
     with pytest.raises(sb.BundleError, match="more than the limit of 1000000"):
-        sb.extract_bundle_zip(bomb, tmp_path / "dest", max_total_bytes=1_000_000)
-    monkeypatch.setattr(sb, "MAX_ZIP_ENTRIES", 4)
+        bundle_zip.extract_bundle_zip(bomb, tmp_path / "dest", max_total_bytes=1_000_000)
+    monkeypatch.setattr(bundle_zip, "MAX_ZIP_ENTRIES", 4)
     archive = sb.zip_bundle(folder, tmp_path / "shot.zip")   # 5 files
     with pytest.raises(sb.BundleError, match="5 entries, more than the limit of 4"):
-        sb.extract_bundle_zip(archive, tmp_path / "dest2")
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "dest2")
 
 
 def test_zip_lying_about_sizes_is_stopped_while_unpacking(tmp_path):
@@ -336,11 +337,11 @@ def test_zip_lying_about_sizes_is_stopped_while_unpacking(tmp_path):
     data[central + 24:central + 28] = struct.pack("<I", 10)
     archive.write_bytes(bytes(data))
     with pytest.raises(sb.BundleError, match="zip: corrupt entry"):
-        sb.extract_bundle_zip(archive, tmp_path / "dest", max_total_bytes=1000)
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "dest", max_total_bytes=1000)
     assert not (tmp_path / "dest").exists()
     (tmp_path / "empty").mkdir()
     with pytest.raises(sb.BundleError, match="zip: corrupt entry"):
-        sb.extract_bundle_zip(archive, tmp_path / "empty", max_total_bytes=1000)
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "empty", max_total_bytes=1000)
     assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())
     assert any(p.startswith("zip: corrupt entry") for p in sb.validate_bundle(archive))
 
@@ -350,7 +351,7 @@ def test_extract_refuses_a_non_empty_destination(folder, tmp_path):
     (tmp_path / "dest").mkdir()
     (tmp_path / "dest" / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError):
-        sb.extract_bundle_zip(archive, tmp_path / "dest")
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "dest")
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Versioned JSON under ``/v1``; the review board at ``/``; OpenAPI docs at ``/docs``. Every bad input gets a 4xx whose
 ``detail`` names what is wrong, and the server keeps serving. Safety: every request passes ``guard.RequestGuard``
 first (host, origin, token, upload size) before any body is read; zips are extracted by
-``shot_bundle.extract_bundle_zip`` (no traversal, no links, no bombs) and validated by ``shot_bundle.read_bundle``
+``bundle_zip.extract_bundle_zip`` (no traversal, no links, no bombs) and validated by ``shot_bundle.read_bundle``
 before a job exists.
 """
 
@@ -39,7 +39,7 @@ from backend.bundle_io import png_size, read_shot_bundle
 from backend.server.guard import RequestGuard, check_bind, redact_tokens_in_access_log
 from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker, delete_job_files
 from backend.server.review_page import render_board, write_pass_previews
-from cinepregen_addon.core import shot_bundle
+from cinepregen_addon.core import bundle_checks, bundle_zip, shot_bundle
 
 logger = logging.getLogger(__name__)
 
@@ -408,7 +408,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         if int(index) >= len(files):
             raise HTTPException(404, f"job {job_id} has {len(files)} reference images")
         path = jobs_dir / job_id / "bundle" / files[int(index)]
-        if not shot_bundle.is_safe_relative_path(files[int(index)]) or not path.is_file():
+        if not bundle_checks.is_safe_relative_path(files[int(index)]) or not path.is_file():
             raise HTTPException(404, f"reference {int(index)} of job {job_id} is not in its bundle any more")
         return FileResponse(path, media_type="image/png")
 
@@ -460,7 +460,7 @@ def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dic
     if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
         raise HTTPException(415, f"bundle must be a zip file (shot_bundle.zip_bundle); {upload.filename!r} is not")
     try:
-        root = shot_bundle.extract_bundle_zip(
+        root = bundle_zip.extract_bundle_zip(
             zip_path, staging / "extracted", max_total_bytes=settings.max_extracted_bytes
         )
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
