@@ -16,7 +16,7 @@ from backend.adapters import adapter_for
 from backend.adapters.wan_vace import WanVaceAdapter, latent_frames_of, reference_layout
 from backend.models.wan_reference_attention import MaskedReferenceWanProcessor, ReferenceLayout
 from backend.pipelines.generate import generate_shot
-from backend.server.app import describe_model
+from backend.server.catalogue import describe_model
 from cinepregen_addon.core.shot_bundle import write_bundle
 
 FRAMES = 6  # not 4k+1: generated as 9 and cut back

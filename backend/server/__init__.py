@@ -1,5 +1,6 @@
-"""The local backend service: HTTP API (``app``), the checks every request passes first (``guard``), persistent job
-queue (``jobs``) and review board (``review_page``).
+"""The local backend service: HTTP API (``app``), the checks every request passes first (``guard``), uploaded
+bundles on their way in (``uploads``), the models served (``catalogue``), persistent job queue (``jobs``) and review
+board (``review_page``).
 
 ``measure_status_rps`` is the figure the service is judged by while the model works: how many status polls per
 second it answers on loopback with the add-on's own client.

@@ -2,9 +2,9 @@
 
 Versioned JSON under ``/v1``; the review board at ``/``; OpenAPI docs at ``/docs``. Every bad input gets a 4xx whose
 ``detail`` names what is wrong, and the server keeps serving. Safety: every request passes ``guard.RequestGuard``
-first (host, origin, token, upload size) before any body is read; zips are extracted by
-``bundle_zip.extract_bundle_zip`` (no traversal, no links, no bombs) and validated by ``shot_bundle.read_bundle``
-before a job exists.
+first (host, origin, token, upload size) before any body is read; an uploaded zip is extracted safely (no
+traversal, no links, no bombs), held to the server's budgets and validated (``uploads.accept_bundle``) before a job
+exists.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ import socket
 import threading
 import time
 import uuid
-import zipfile
-import zlib
 from collections.abc import Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
@@ -35,11 +33,18 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import backend
-from backend.bundle_io import png_size, read_shot_bundle
+from backend.server.catalogue import (
+    default_generate_fn,
+    default_model_fields,
+    describe_model,
+    model_catalogue,
+    ray_pool,
+)
 from backend.server.guard import RequestGuard, check_bind, redact_tokens_in_access_log
 from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker, delete_job_files
-from backend.server.review_page import render_board, write_pass_previews
-from cinepregen_addon.core import bundle_checks, bundle_zip, shot_bundle
+from backend.server.review_page import render_board
+from backend.server.uploads import accept_bundle
+from cinepregen_addon.core import bundle_checks
 
 logger = logging.getLogger(__name__)
 
@@ -112,40 +117,6 @@ class DataFolderLock:
             self._file = None
 
 
-def model_catalogue(settings: Settings) -> dict[str, Path]:
-    """The models this server serves, by name (the folder's name), the default first: ``weights`` (or the shipped
-    default) and ``models``; with neither given, every model folder shipped in ``backend/weights``."""
-    from backend.adapters import shipped_models
-    from backend.pipelines.previs_pipeline import DEFAULT_WEIGHTS
-
-    folders = ([Path(settings.weights or DEFAULT_WEIGHTS), *settings.models]
-               if settings.weights or settings.models else shipped_models())
-    catalogue: dict[str, Path] = {}
-    for folder in folders:
-        name, n = folder.name, 2
-        while name in catalogue:
-            name, n = f"{folder.name}-{n}", n + 1
-        catalogue[name] = folder
-    return catalogue
-
-
-def describe_model(name: str, folder: Path) -> dict[str, Any]:
-    """A catalogue entry as ``/v1/health`` lists it (from its configs, nothing loaded); a folder that cannot be
-    served says why instead of failing the whole health answer."""
-    from backend.adapters import adapter_for
-
-    try:
-        return {"name": name, **adapter_for(folder).capabilities().to_dict()}
-    except (OSError, ValueError) as error:
-        return {"name": name, "error": str(error).replace(str(folder), name)}
-
-
-def _default_model_fields(entry: dict[str, Any]) -> dict[str, Any]:
-    """The default model in health's top-level fields (what clients before the catalogue read)."""
-    return {"model": entry.get("model_class", entry["name"]), "weights": entry["name"],
-            "weights_found": "error" not in entry, "quantization": entry.get("quantization") or "none (full precision)"}
-
-
 @contextmanager
 def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``app`` with uvicorn in a background thread (the demo, batch renders, tests); yields its URL and stops
@@ -171,34 +142,6 @@ def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Ite
         sock.close()
 
 
-def default_generate_fn(settings: Settings, catalogue: dict[str, Path] | None = None) -> GenerateFn:
-    """``backend.pipelines.generate.generate_shot`` with the job's model from the catalogue (``model_catalogue``
-    unless given; the default one when the job names none) on the configured device, imported on first use."""
-    catalogue = catalogue if catalogue is not None else model_catalogue(settings)
-
-    def generate(bundle_dir: Path, out_dir: Path, *, model: str | None = None, **kwargs: Any) -> dict:
-        from backend.pipelines.generate import generate_shot
-
-        if model is not None and model not in catalogue:
-            raise ValueError(f"model {model!r} is not served here any more (it serves: {', '.join(catalogue)})")
-        folder = catalogue[model] if model else next(iter(catalogue.values()))
-        return generate_shot(bundle_dir, out_dir, weights=folder, device=settings.device, **kwargs)
-
-    return generate
-
-
-def _ray_pool(settings: Settings, catalogue: dict[str, Path]):
-    """A Ray pool for the server's jobs and its generate function; a pool holds one model, so one is served."""
-    from backend.distributed.ray_pool import RayShotPool
-
-    if len(catalogue) > 1:
-        raise ValueError("a server on Ray serves one model: start one server per model (drop --model, or give it "
-                         "as --weights)")
-    (name, folder), = catalogue.items()
-    pool = RayShotPool(settings.ray, workers=settings.ray_workers, device=settings.device, weights=folder)
-    return pool, pool.job_fn(name)
-
-
 def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> FastAPI:
     """The service: a job store and its worker under ``settings.data_dir``, and the HTTP API around them."""
     data_dir = Path(settings.data_dir)
@@ -214,7 +157,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
     pool = None
     if settings.ray and generate_fn is None:
         try:
-            pool, generate_fn = _ray_pool(settings, catalogue)
+            pool, generate_fn = ray_pool(settings, catalogue)
         except Exception:
             store.close()
             lock.release()
@@ -315,7 +258,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         return {
             "status": "ok",
             "version": backend.__version__,
-            **_default_model_fields(models[0]),
+            **default_model_fields(models[0]),
             "models": models,
             "device": settings.device,
             "queue_length": store.queue_length(),
@@ -344,7 +287,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         staging = incoming_dir / job_id
         staging.mkdir(parents=True)
         try:
-            info = _accept_bundle(bundle, staging, settings)
+            info = accept_bundle(bundle, staging, settings)
             (staging / "upload.zip").unlink()
             jobs_dir.mkdir(parents=True, exist_ok=True)
             staging.rename(jobs_dir / job_id)
@@ -447,77 +390,6 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         return FileResponse(path, media_type="image/png")
 
     return app
-
-
-def _accept_bundle(upload: UploadFile, staging: Path, settings: Settings) -> dict[str, Any]:
-    """Store, extract, check limits and read (which validates) an uploaded bundle; write its pass previews.
-    4xx on any problem."""
-    zip_path = staging / "upload.zip"
-    with zip_path.open("wb") as out:
-        shutil.copyfileobj(upload.file, out, length=2**20)
-    with zip_path.open("rb") as f:
-        magic = f.read(4)
-    if magic not in (b"PK\x03\x04", b"PK\x05\x06"):
-        raise HTTPException(415, f"bundle must be a zip file (shot_bundle.zip_bundle); {upload.filename!r} is not")
-    try:
-        root = bundle_zip.extract_bundle_zip(
-            zip_path, staging / "extracted", max_total_bytes=settings.max_extracted_bytes
-        )
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        problems = _problems(error).replace(str(zip_path), "the upload").replace(str(staging), "the upload")
-        raise HTTPException(422, f"bundle zip refused: {problems}") from error
-    _check_limits(root, settings)
-    root.rename(staging / "bundle")
-    try:
-        bundle = read_shot_bundle(staging / "bundle")
-    except shot_bundle.BundleError as error:
-        raise HTTPException(422, f"invalid shot bundle: {_problems(error).replace(str(staging), 'the bundle')}") \
-            from error
-    previews = write_pass_previews(bundle, staging / "previews")
-    referenced = sorted((obj.name, obj.reference) for obj in bundle.objects if obj.id in bundle.reference_images)
-    return {**shot_bundle.bundle_summary(bundle), "previews": previews,
-            "reference_files": [file for _, file in referenced]}
-
-
-def _problems(error: Exception, shown: int = 10) -> str:
-    problems = getattr(error, "problems", None) or [str(error)]
-    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
-    return "; ".join(problems[:shown]) + more
-
-
-def _check_limits(root: Path, settings: Settings) -> None:
-    """The bundle against this server's budgets, from shot.json and the reference PNGs' headers, before any frame
-    or image is decoded: frames, resolution, frames x pixels, objects, and pixels of each reference."""
-    try:
-        shot = json.loads((root / "shot.json").read_text())
-        frames, (width, height) = len(shot["frames"]), shot["resolution"]
-        objects = shot.get("objects", [])
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
-        return  # read_bundle names what is wrong with shot.json
-    if frames > settings.max_frames:
-        raise HTTPException(422, f"the shot has {frames} frames; this server accepts at most {settings.max_frames}")
-    if isinstance(objects, list) and len(objects) > settings.max_objects:
-        raise HTTPException(422, f"the shot lists {len(objects)} objects; this server accepts at most "
-                                 f"{settings.max_objects}")
-    if not (isinstance(width, int) and isinstance(height, int)) or isinstance(width, bool):
-        return
-    if width > settings.max_width or height > settings.max_height:
-        raise HTTPException(
-            422,
-            f"resolution {width}x{height} is larger than this server accepts ({settings.max_width}x"
-            f"{settings.max_height})",
-        )
-    if frames * width * height > settings.max_total_pixels:
-        raise HTTPException(422, f"{frames} frames of {width}x{height} are {frames * width * height:,} pixels; this "
-                                 f"server accepts at most {settings.max_total_pixels:,} a shot (fewer frames or a "
-                                 "smaller resolution)")
-    for image in sorted((root / "references").glob("*.png")) if (root / "references").is_dir() else []:
-        size = png_size(image)
-        if size is None:
-            continue  # read_bundle says what is wrong with it
-        if size[0] * size[1] > settings.max_reference_pixels:
-            raise HTTPException(422, f"reference {image.name[:80]!r} is {size[0]}x{size[1]} pixels; this server "
-                                     f"accepts at most {settings.max_reference_pixels:,} pixels a reference")
 
 
 def _frame_files(frames_dir: Path) -> list[Path]:
