@@ -53,7 +53,7 @@ DEMO_SHOTS = (
 
 def plan_demo_set(frame_end: int):
     """The set: floor, two walls, a hero (ellipsoid), a robot (cube, rolling slowly) and a crate."""
-    from backend.training.scenes import ProceduralScene, SceneObject
+    from backend.training.scene_plan import ProceduralScene, SceneObject
 
     return ProceduralScene(
         objects=[

@@ -89,7 +89,8 @@ def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = Fals
     import bpy
 
     from backend.training.assets import HELDOUT_ASSETS, TRAIN_ASSETS
-    from backend.training.scenes import build_scene, plan_scene, render_reference_pictures, render_target_clip
+    from backend.training.scene_plan import plan_scene
+    from backend.training.scenes import build_scene, render_reference_pictures, render_target_clip
     from cinepregen_addon.core.camera_moves import MoveSpec, sample_move
     from cinepregen_addon.core.framing import frame_subject
     from cinepregen_addon.keyframes import write_camera_samples
