@@ -18,8 +18,9 @@ without context channels generates the whole shot as one clip.
 The DiT samples at its working resolution (its token budget); the frame refiner (``backend.models.frame_refiner``),
 when the folder has one, brings each window's frames to the bundle's resolution with the full-resolution passes.
 Without one, frames are upsampled bilinearly. Before that, the seams between the DiT's patches are smoothed where
-the passes show no real edge (``backend.pipelines.patch_seams``). Last, each object's colour is held at its mean over
-the shot, under the clay pass's light (``backend.pipelines.colour_lock``).
+the passes show no real edge (``backend.pipelines.patch_seams``), and at full resolution object edges are snapped to
+the ID pass (``backend.pipelines.edge_snap``). Last, each object's colour is held at its mean over the shot, under the
+clay pass's light (``backend.pipelines.colour_lock``).
 
 Weights folder layout (``save_pretrained``/``from_pretrained``)::
 
@@ -30,7 +31,8 @@ Weights folder layout (``save_pretrained``/``from_pretrained``)::
     scheduler/          scheduler_config.json
     pipeline.json       sampling defaults: num_inference_steps, reference_guidance_scale, window_frames,
                         context_frames, lock_colours, reference_colours (the colour lock's reference anchor:
-                        weight, picture_gain, swatch_gain from ``cinepregen calibrate-colours``; null: off)
+                        weight, picture_gain, swatch_gain from ``cinepregen calibrate-colours``; null: off),
+                        edge_snap_radius (pixels; 0: off)
 """
 
 from __future__ import annotations
@@ -57,11 +59,13 @@ from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.pipelines.colour_lock import lock_object_colours, reference_anchors
+from backend.pipelines.edge_snap import EDGE_SNAP_RADIUS, snap_to_object_edges
 from backend.pipelines.patch_seams import smooth_patch_seams, smooth_upsampled_seams
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "reference_guidance_scale": 2.0, "window_frames": 16,
-                     "context_frames": 4, "lock_colours": True, "reference_colours": None}
+                     "context_frames": 4, "lock_colours": True, "reference_colours": None,
+                     "edge_snap_radius": EDGE_SNAP_RADIUS}
 # Timestep shift of the default scheduler (sigma' = shift * sigma / (1 + (shift - 1) * sigma)): most steps go to the
 # high noise levels, where a shot's colours and layout are decided. Mean PSNR vs the Cycles target with previs-tiny
 # (v3, step 1,750) on the 16 held-out shots: 4 even steps (its first setting) 14.0 dB; 8 steps with shift 6 17.4,
@@ -242,11 +246,12 @@ class PrevisPipeline:
             lit = lit_by_clay(picture, shading[0]) if self.transformer.paints_albedo else picture
             low[start + context:start + length] = lit[context:]
             done = slice(start + context, start + length)
-            upscale, seams = bundle.width // width, None
+            upscale, pitch = bundle.width // width, None
             if smooth_seams and upscale > 1 and (bundle.width, bundle.height) == (width * upscale, height * upscale):
-                seams = (np.stack([p.object_id for p in bundle.passes[done]]), config.patch_size * upscale)
+                pitch = config.patch_size * upscale
+            object_ids = np.stack([p.object_id for p in bundle.passes[done]])
             video[done] = self._to_bundle_size(picture[context:], inputs["full_guidance"], context, bundle.height,
-                                               bundle.width, seams)
+                                               bundle.width, object_ids, pitch)
 
         # 4. As (F, H, W, 3) in [0, 1], each object's colour held over the shot
         clip = ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
@@ -264,12 +269,13 @@ class PrevisPipeline:
         return clip
 
     def _to_bundle_size(self, frames: torch.Tensor, full_guidance: torch.Tensor | None, skip: int, height: int,
-                        width: int, seams: tuple[np.ndarray, int] | None = None) -> torch.Tensor:
+                        width: int, object_ids: np.ndarray, seam_pitch: int | None = None) -> torch.Tensor:
         """(N, 3, h, w) frames (or albedo) in [-1, 1] as frames at the bundle's size: refined with the window's
-        full-resolution guidance (frames after its first ``skip``), or upsampled bilinearly without a refiner; with
-        ``seams`` (the frames' ID pass and the upsampled patch pitch) the grid left at that pitch is smoothed
-        (``smooth_upsampled_seams``) on what the model painted, and only then is an albedo lit by the
-        full-resolution clay pass, so shadow edges stay the engine's."""
+        full-resolution guidance (frames after its first ``skip``), or upsampled bilinearly without a refiner. On
+        what the model painted, the grid left at ``seam_pitch`` (the upsampled patch pitch; None: none) is smoothed
+        (``smooth_upsampled_seams``) and object edges are snapped to the frames' ID pass ``object_ids``
+        (``snap_to_object_edges``); only then is an albedo lit by the full-resolution clay pass, so shadow edges stay
+        the engine's."""
         frames = frames.float()
         if full_guidance is None:  # a frame-painting model without a refiner reads no full-resolution passes
             if frames.shape[-2:] == (height, width):
@@ -285,8 +291,9 @@ class PrevisPipeline:
                 painted = F.interpolate(frames[chunk], size=cues.shape[-2:], mode="bilinear", align_corners=False)
             else:
                 painted = self.refiner.paint(frames[chunk], cues).float()
-            if seams is not None:
-                painted = smooth_upsampled_seams(painted, cues[:, :SEAM_CUES], seams[0][chunk], seams[1])
+            if seam_pitch is not None:
+                painted = smooth_upsampled_seams(painted, cues[:, :SEAM_CUES], object_ids[chunk], seam_pitch)
+            painted = snap_to_object_edges(painted, object_ids[chunk], int(self.sampling["edge_snap_radius"]))
             out.append((lit_by_clay(painted, cues[:, -SHADING_CHANNELS:]) if albedo else painted).cpu())
         return torch.cat(out)
 
