@@ -367,3 +367,25 @@ def test_the_model_stays_loaded_between_shots_until_its_folder_changes(bundle_di
     swapped, kept = load_model(other)
     assert swapped is not reloaded and not kept
     assert load_model(weights_dir)[0] is not reloaded  # one model is kept: going back loads it again
+
+
+@pytest.mark.parametrize("setting, value, named", [
+    ("edge_snap_radius", "two", "edge_snap_radius must be an integer"),
+    ("num_inference_steps", 0, "num_inference_steps must be an integer from 1"),
+    ("context_frames", 16, "context_frames (16) must be below window_frames"),
+    ("lock_colours", "yes", "lock_colours must be true or false"),
+    ("reference_colours", {"weight": 2.0}, "reference_colours must be null or"),
+    ("sharpen", 1, "'sharpen' is not a sampling setting"),
+])
+def test_a_weights_folder_with_bad_sampling_settings_is_refused_at_load(weights_dir, tmp_path, setting, value, named):
+    """A folder trained or edited elsewhere: its pipeline.json is checked when it loads and when the server lists it,
+    and the message names the setting."""
+    from backend.server.catalogue import describe_model
+
+    folder = tmp_path / "edited"
+    shutil.copytree(weights_dir, folder)
+    config = folder / "pipeline.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), setting: value}))
+    with pytest.raises(ValueError, match=named.replace("(", r"\(").replace(")", r"\)")):
+        PrevisPipeline.from_pretrained(folder)
+    assert named in describe_model("edited", folder)["error"]

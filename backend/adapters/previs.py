@@ -28,12 +28,11 @@ class PrevisAdapter(ModelAdapter):
         check_weights_folder(self.folder)
 
     def capabilities(self) -> ModelCapabilities:
-        from backend.pipelines.previs_pipeline import SAMPLING_DEFAULTS
+        from backend.pipelines.previs_pipeline import read_sampling
 
         self.check()
         config = read_json(self.folder / "transformer" / "config.json")
-        pipeline = self.folder / "pipeline.json"
-        sampling = {**SAMPLING_DEFAULTS, **(read_json(pipeline) if pipeline.is_file() else {})}
+        sampling = read_sampling(self.folder)
         return ModelCapabilities(
             family=self.family, model_class="PrevisDiT", reads_prompt=False, default_frames=DEFAULT_FRAMES,
             frame_rule="any", size_multiple=int(config.get("patch_size", 8)),

@@ -32,12 +32,13 @@ Weights folder layout (``save_pretrained``/``from_pretrained``)::
     pipeline.json       sampling defaults: num_inference_steps, reference_guidance_scale, window_frames,
                         context_frames, lock_colours, reference_colours (the colour lock's reference anchor:
                         weight, picture_gain, swatch_gain from ``cinepregen calibrate-colours``; null: off),
-                        edge_snap_radius (pixels; 0: off)
+                        edge_snap_radius (pixels; 0: off); checked when the folder loads (``read_sampling``)
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from backend.adapters import DEFAULT_WEIGHTS
+from backend.adapters.base import read_json
 from backend.conditioning import (
     SHADING_CHANNELS,
     batch_conditions,
@@ -109,6 +111,42 @@ def check_weights_folder(folder: Path) -> None:
                          "(saved by `cinepregen train` or PrevisPipeline.save_pretrained)")
 
 
+def _number(value: object, low: float, high: float, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        return False
+    return math.isfinite(value) and low <= value <= high
+
+
+def read_sampling(folder: Path) -> dict:
+    """The sampling settings of a weights folder (``pipeline.json`` over ``SAMPLING_DEFAULTS``), checked, so that a
+    folder trained or edited elsewhere is refused at load with the setting named, not midway through a shot."""
+    path = Path(folder) / "pipeline.json"
+    sampling = {**SAMPLING_DEFAULTS, **(read_json(path) if path.is_file() else {})}
+    unknown = sorted(set(sampling) - set(SAMPLING_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{path}: {unknown[0]!r} is not a sampling setting (known: {', '.join(SAMPLING_DEFAULTS)})")
+    ranges = {"num_inference_steps": (1, 1000, True), "reference_guidance_scale": (0.0, 100.0, False),
+              "window_frames": (1, 4096, True), "context_frames": (0, 4095, True), "edge_snap_radius": (0, 16, True)}
+    for key, (low, high, integer) in ranges.items():
+        if not _number(sampling[key], low, high, integer):
+            kind = "an integer" if integer else "a number"
+            raise ValueError(f"{path}: {key} must be {kind} from {low} to {high}, got {sampling[key]!r}")
+    if sampling["context_frames"] >= sampling["window_frames"]:
+        raise ValueError(f"{path}: context_frames ({sampling['context_frames']}) must be below window_frames "
+                         f"({sampling['window_frames']})")
+    if not isinstance(sampling["lock_colours"], bool):
+        raise ValueError(f"{path}: lock_colours must be true or false, got {sampling['lock_colours']!r}")
+    anchor = sampling["reference_colours"]
+    if anchor is not None:
+        gains = [anchor.get(k) for k in ("picture_gain", "swatch_gain")] if isinstance(anchor, dict) else []
+        if not (gains and _number(anchor.get("weight"), 0.0, 1.0, False)
+                and all(isinstance(g, list) and len(g) == 3 and all(_number(v, 0.0, 100.0, False) for v in g)
+                        for g in gains)):
+            raise ValueError(f"{path}: reference_colours must be null or {{weight in [0, 1], picture_gain and "
+                             "swatch_gain: 3 numbers each}} as `cinepregen calibrate-colours --write` writes it")
+    return sampling
+
+
 class PrevisPipeline:
     def __init__(self, transformer: PrevisDiT, reference_encoder: ReferenceEncoder,
                  scheduler: FlowMatchEulerDiscreteScheduler | None = None, sampling: dict | None = None,
@@ -143,7 +181,7 @@ class PrevisPipeline:
     def from_pretrained(cls, folder: str | Path = DEFAULT_WEIGHTS, device: str = "cpu") -> PrevisPipeline:
         folder = Path(folder)
         check_weights_folder(folder)
-        sampling = json.loads((folder / "pipeline.json").read_text()) if (folder / "pipeline.json").is_file() else {}
+        sampling = read_sampling(folder)
         local = dict(low_cpu_mem_usage=False, local_files_only=True)  # a folder on disk, never the Hub
         if is_quantized_folder(folder / "transformer"):
             transformer = load_quantized(PrevisDiT, folder / "transformer")
