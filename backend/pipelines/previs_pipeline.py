@@ -246,6 +246,8 @@ class PrevisPipeline:
             else:
                 active = None
 
+        object_ids = passes.object_ids.numpy()  # (F, H, W): edges are snapped and colours locked by it
+
         # 3. Denoise window by window (or each frame alone for the independent-frames baseline), then refine
         frames = passes.frames
         if independent_frames:
@@ -287,9 +289,8 @@ class PrevisPipeline:
             upscale, pitch = bundle.width // width, None
             if smooth_seams and upscale > 1 and (bundle.width, bundle.height) == (width * upscale, height * upscale):
                 pitch = config.patch_size * upscale
-            object_ids = np.stack([p.object_id for p in bundle.passes[done]])
             video[done] = self._to_bundle_size(picture[context:], inputs["full_guidance"], context, bundle.height,
-                                               bundle.width, object_ids, pitch)
+                                               bundle.width, object_ids[done], pitch)
 
         # 4. As (F, H, W, 3) in [0, 1], each object's colour held over the shot
         clip = ((video.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
@@ -303,7 +304,7 @@ class PrevisPipeline:
                 images = bundle.reference_images if references_override is None else references_override
                 live = {i: image for i, image in images.items() if (reference_strengths or {}).get(i, 1.0) != 0}
                 anchors = reference_anchors(live, calibration)
-            clip = lock_object_colours(clip, np.stack([p.object_id for p in bundle.passes]), shading, anchors, weight)
+            clip = lock_object_colours(clip, object_ids, shading, anchors, weight)
         return clip
 
     def _to_bundle_size(self, frames: torch.Tensor, full_guidance: torch.Tensor | None, skip: int, height: int,
