@@ -79,14 +79,16 @@ def test_a_worker_killed_mid_board_and_a_broken_shot(board):
     pool = RayShotPool("local", workers=2, weights=board["weights"])
     try:
         victim = pool.where()[0]["pid"]
-        stages: dict[str, list[str]] = {}
+        # every key up front: the threads only append to their list, so the loop below never iterates a dict
+        # that another thread grows ("dictionary changed size during iteration")
+        stages: dict[str, list[tuple[float, str]]] = {b.name: [] for b in [*bundles, broken]}
         results: dict[str, dict | Exception] = {}
 
         def run(bundle: Path) -> None:
             try:
                 results[bundle.name] = pool.generate(
                     bundle, board["tmp"] / "faults" / bundle.name, steps=150,
-                    progress=lambda fraction, stage: stages.setdefault(bundle.name, []).append(stage))
+                    progress=lambda fraction, stage: stages[bundle.name].append((fraction, stage)))
             except Exception as error:
                 results[bundle.name] = error
 
@@ -94,7 +96,9 @@ def test_a_worker_killed_mid_board_and_a_broken_shot(board):
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 120
-        while sum("denoise" in s and name not in results for name, s in stages.items()) < 2:  # both mid-shot
+        # Kill while both workers are early in a shot: last reported stage "denoise" at under 60%, so neither can
+        # finish (and then write, still not in `results`) between this check and the kill.
+        while sum(bool(s) and s[-1][1] == "denoise" and s[-1][0] < 0.6 for s in stages.values()) < 2:
             assert time.monotonic() < deadline, stages
             time.sleep(0.05)
         finished_before_kill = set(results)  # the victim may have finished a shot before it died: that one is its
@@ -106,7 +110,7 @@ def test_a_worker_killed_mid_board_and_a_broken_shot(board):
     assert isinstance(results["broken"], RuntimeError), results["broken"]
     reason = str(results["broken"])
     assert reason.startswith("BundleError: invalid shot bundle") and "schema_version: unsupported" in reason
-    retried = [name for name, s in stages.items() if any(stage.startswith("worker lost") for stage in s)]
+    retried = [name for name, s in stages.items() if any(stage.startswith("worker lost") for _, stage in s)]
     assert len(retried) == 1, stages
     for bundle in bundles:
         result = results[bundle.name]
