@@ -32,6 +32,7 @@ from bpy.props import (
     StringProperty,
 )
 
+from .core.bundle_checks import MAX_PROMPT_LENGTH
 from .move_properties import CINEPREGEN_PG_move
 
 REFERENCE_PROPERTY = "cinepregen_reference"
@@ -161,8 +162,9 @@ class CINEPREGEN_PG_shot(bpy.types.PropertyGroup):
     subject: PointerProperty(name="Subject", type=bpy.types.Object, description="What the shot frames and follows")
     framing_note: StringProperty(name="Framing Note", options={"HIDDEN"},
                                  description="What Frame Subject had to change (for example a camera under the floor)")
-    prompt: StringProperty(name="Prompt", description="What the generated clip shows (read by models with a text "
-                                                      "encoder; the panel says whether the chosen model has one)")
+    prompt: StringProperty(name="Prompt", maxlen=MAX_PROMPT_LENGTH,
+                           description="What the generated clip shows (read by models with a text encoder; the panel "
+                                       "says whether the chosen model has one)")
     notes: StringProperty(name="Notes", description="Notes for the storyboard PDF and the shot list (exports)")
     seed: IntProperty(name="Seed", default=0, min=0,
                       description="Noise seed: the same passes, model and seed give the same clip")

@@ -30,7 +30,7 @@ import bpy
 import mathutils
 import numpy as np
 
-from .core import camera_geometry, shot_bundle
+from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
 
 ID_PROPERTY = "cinepregen_id"
@@ -441,7 +441,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
             if not Path(reference).is_file():
                 raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")
             reference_images[object_id] = _read_image_rgb(Path(reference))
-        objects.append(shot_bundle.BundleObject(id=object_id, name=name, reference=None))
+        objects.append(shot_bundle.BundleObject(id=object_id, name=bundle_checks.printable_name(name), reference=None))
 
     data = camera.data
     shot = {"camera_name": camera.name, "lens_mm": lens_mm,

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -732,6 +733,34 @@ def test_restart_with_an_emptied_database_lists_the_job_folders_again(tmp_path):
         (job,) = server.http.get("/v1/jobs").json()
         assert job["id"] == done and job["status"] == "done" and job["name"] == "kept_shot"
         assert server.http.get(f"/v1/jobs/{done}/result.mp4").status_code == 200  # nothing lost
+
+
+def test_a_job_folder_whose_shot_name_no_database_can_store_does_not_stop_the_start(tmp_path):
+    data = tmp_path / "data"
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        done = server.wait_for(server.submit(bundle_zip(tmp_path, "a")), finished)["id"]
+    orphan = data / "jobs" / ("ef" * 16)
+    shutil.copytree(data / "jobs" / done, orphan)  # a folder the database does not list, as a crash could leave
+    _edit_shot_json(orphan / "bundle", lambda doc: doc.update(name="shot\ud800"))
+    with LiveServer(Settings(data_dir=data), DepthClip()) as server:
+        listed = {job["id"]: job for job in server.http.get("/v1/jobs").json()}
+        assert listed[orphan.name]["name"] == orphan.name and listed[orphan.name]["status"] == "done"
+        assert server.http.get("/").status_code == 200
+
+
+def test_retry_and_delete_of_one_job_at_the_same_time_never_half_copy_it(tmp_path):
+    with LiveServer(Settings(data_dir=tmp_path / "data"), DepthClip()) as server:
+        for round_ in range(4):
+            done = server.wait_for(server.submit(bundle_zip(tmp_path, f"r{round_}")), finished)["id"]
+            with ThreadPoolExecutor(2) as pool:
+                retry = pool.submit(server.http.post, f"/v1/jobs/{done}/retry")
+                delete = pool.submit(server.http.delete, f"/v1/jobs/{done}", params={"files": "true"})
+            assert delete.result().status_code == 200, delete.result().text
+            answer = retry.result()
+            assert answer.status_code in (201, 404, 410), answer.text  # before the delete, or after it
+            if answer.status_code == 201:
+                job = server.wait_for(answer.json()["id"], finished)
+                assert job["status"] == "done", job  # its own whole copy of the bundle
 
 
 def test_a_damaged_database_is_one_line_with_the_path_and_what_to_do(tmp_path):

@@ -215,6 +215,11 @@ UPLOADS = {  # case -> (builder(tmp_path) -> zip bytes, status, words)
     "fps_string": (lambda t: _edited(t, _set("fps", "fast")), 422, "fps"),
     "name_2mb": (lambda t: _edited(t, _set("name", "n" * 2_000_000)), 422, "name"),
     "name_empty": (lambda t: _edited(t, _set("name", "")), 422, "name"),
+    "name_lone_surrogate": (lambda t: _edited(t, _set("name", "shot\ud800")), 422, "lone surrogate"),
+    "name_with_nul": (lambda t: _edited(t, _set("name", "shot\x00")), 422, "control characters"),
+    "prompt_lone_surrogate": (lambda t: _edited(t, _set("prompt", "hello \udcff")), 422, "lone surrogate"),
+    "prompt_100k": (lambda t: _edited(t, _set("prompt", "p" * 100_000)), 422, "prompt"),
+    "fps_1e-7": (lambda t: _edited(t, _set("fps", 1e-7)), 422, "fps"),
     "schema_version_99": (lambda t: _edited(t, _set("schema_version", 99)), 422, "schema_version"),
     "resolution_not_a_list": (lambda t: _edited(t, _set("resolution", "32x18")), 422, "resolution"),
     "resolution_over_limit": (lambda t: _edited(t, _set("resolution", [4096, 18])), 422, "larger than"),
@@ -258,6 +263,12 @@ UPLOADS = {  # case -> (builder(tmp_path) -> zip bytes, status, words)
         lambda a: a["object_id"].__setitem__((5, 5), 77))), 422, "77"),
     "npz_not_a_zip": (lambda t: _edited(t, edit_files=lambda e: e.update({"frames/000000.npz": b"garbage"})), 422,
                       "npz"),
+    "npz_many_members": (lambda t: _edited(t, edit_files=_replace_frame(
+        lambda a: a.update({f"p{i}": np.zeros(1, np.uint8) for i in range(3000)}))), 422, "too many arrays"),
+    "unreferenced_reference": (lambda t: _edited(t, edit_files=lambda e: e.update(
+        {"references/junk.png": _png(16, 16)})), 422, "extra file"),
+    "folder_named_like_a_reference": (lambda t: _edited(t, edit_files=lambda e: e.update(
+        {"references/evil.png/": b""})), 422, "a folder where"),
     "npz_missing_pass": (lambda t: _edited(t, edit_files=_replace_frame(lambda a: a.pop("normal"))), 422,
                          "normal"),
 }
@@ -359,6 +370,8 @@ REQUESTS = {  # case -> (method, path, kwargs builder(tmp_path, job_id), status,
                    "steps"),
     "seed_2_64": ("POST", "/v1/jobs", lambda t, j: {"files": _valid(t), "data": {"seed": str(2**64)}}, 422, "seed"),
     "seed_text": ("POST", "/v1/jobs", lambda t, j: {"files": _valid(t), "data": {"seed": "lucky"}}, 422, "seed"),
+    "steps_half_a_megabyte": ("POST", "/v1/jobs", lambda t, j: {"files": _valid(t), "data": {"steps": "9x" * 250_000}},
+                              422, "steps"),
     "bundle_field_missing": ("POST", "/v1/jobs", lambda t, j: {"data": {"steps": "2"}}, 422, "bundle"),
     "unknown_job": ("GET", "/v1/jobs/" + "ab" * 16, lambda t, j: {}, 404, "no job"),
     "malformed_job_id": ("GET", "/v1/jobs/not-a-job", lambda t, j: {}, 422, "malformed job id"),
@@ -397,6 +410,9 @@ def _check_alive(server) -> None:
     assert not any((server.data / "incoming").glob("*"))  # nothing half-accepted
     outside = {p.name for p in server.data.parent.iterdir()} - {"data"}
     assert not outside, outside  # nothing written beside the data folder
+    listed = {job["id"] for job in httpx.get(server.url + "/v1/jobs", timeout=30).json()}
+    folders = {p.name for p in (server.data / "jobs").iterdir()} if (server.data / "jobs").is_dir() else set()
+    assert folders == listed  # no job folder left without its job
 
 
 def test_zz_peak_memory_over_the_suite(server):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from backend.cli import main
-from cinepregen_addon.core import bundle_zip
+from cinepregen_addon.core import bundle_checks, bundle_zip
 from cinepregen_addon.core import camera_geometry as geometry
 from cinepregen_addon.core import shot_bundle as sb
 
@@ -248,6 +248,25 @@ REJECTIONS = {
                              ["frames[1].file", "unsafe path"]),
     "no shot.json": (lambda f: (f / "shot.json").unlink(), ["shot.json: missing"]),
     "not JSON": (lambda f: (f / "shot.json").write_text("{"), ["shot.json", "not valid JSON"]),
+    "lone surrogate in the name": (lambda f: edit_json(f, lambda d: d.__setitem__("name", "shot\ud800")),
+                                   ["name", "lone surrogate"]),
+    "lone surrogate in the prompt": (lambda f: edit_json(f, lambda d: d.__setitem__("prompt", "a \udcff b")),
+                                     ["prompt", "lone surrogate"]),
+    "lone surrogate in an object name": (lambda f: edit_json(f, lambda d: d["objects"][0].__setitem__(
+        "name", "\udfff")), ["objects[0].name", "lone surrogate"]),
+    "lone surrogate in style": (lambda f: edit_json(f, lambda d: d.__setitem__("style", {"look": "\ud800"})),
+                                ["style", "not Unicode"]),
+    "NUL in the name": (lambda f: edit_json(f, lambda d: d.__setitem__("name", "shot\x00one")),
+                        ["name", "control characters"]),
+    "prompt too long": (lambda f: edit_json(f, lambda d: d.__setitem__("prompt", "x" * 4001)),
+                        ["prompt", "0 to 4000 characters"]),
+    "shot object too large": (lambda f: edit_json(f, lambda d: d.__setitem__("shot", {"note": "x" * 70_000})),
+                              ["shot", "bytes as JSON"]),
+    "fps below one": (lambda f: edit_json(f, lambda d: d.__setitem__("fps", 1e-7)), ["fps", "from 1 to 1000"]),
+    "reference no object names": (lambda f: shutil.copy(f / "references/3-Hero_001.png", f / "references/junk.png"),
+                                  ["references/junk.png", "extra file", "not the reference of any object"]),
+    "frame file with many arrays": (lambda f: edit_frame(f, 1, lambda a: a.update(
+        {f"pad{i}": np.zeros(1) for i in range(20)})), ["frames[1].file", "too many arrays", "at most 16"]),
     "oversized npz member": (lambda f: edit_frame(f, 1, lambda a: a.__setitem__("normal", np.zeros(
         (H, W, 3, 8), np.float32))), ["frames[1].normal", f"shape (12, 16, 3, 8), expected ({H}, {W}, 3)"]),
 }
@@ -263,6 +282,19 @@ def test_bad_bundles_are_rejected_with_field_and_frame(folder, case):
     with pytest.raises(sb.BundleError) as error:
         sb.read_bundle(folder)
     assert error.value.problems == problems and isinstance(error.value, ValueError)
+
+
+def test_a_prompt_may_hold_line_breaks_and_any_script(folder):
+    edit_json(folder, lambda d: d.update(prompt="Wide shot.\n\tA knight — 騎士 — walks on 🐴",
+                                         name="Szene 1 — Ankunft"))
+    bundle = sb.read_bundle(folder)
+    assert bundle.prompt.startswith("Wide shot.\n\t") and bundle.name == "Szene 1 — Ankunft"
+
+
+def test_a_blender_name_with_control_characters_becomes_a_label_a_bundle_can_carry():
+    assert bundle_checks.printable_name("Armature\tBone\x00.001") == "Armature Bone .001"
+    assert bundle_checks.printable_name("\x07\x07") == "unnamed"
+    assert len(bundle_checks.printable_name("x" * 500)) == bundle_checks.MAX_NAME_LENGTH
 
 
 def test_every_problem_is_reported_at_once(folder):
@@ -325,6 +357,27 @@ def test_zip_bombs_are_rejected(folder, tmp_path, monkeypatch):
     archive = sb.zip_bundle(folder, tmp_path / "shot.zip")   # 5 files
     with pytest.raises(sb.BundleError, match="5 entries, more than the limit of 4"):
         bundle_zip.extract_bundle_zip(archive, tmp_path / "dest2")
+
+
+def test_a_zip_of_many_entries_is_refused_from_its_end_record_before_it_is_parsed(tmp_path, monkeypatch):
+    archive = evil_zip(tmp_path / "many.zip", [(f"frames/{i:06d}.npz", b"") for i in range(300)])
+    assert bundle_zip.zip_entry_count(archive) == 300
+    with zipfile.ZipFile(archive, "a") as zf:
+        zf.comment = b"a comment after the end record's fields"
+    assert bundle_zip.zip_entry_count(archive) == 300
+    assert bundle_zip.zip_entry_count(tmp_path / "many.zip") == 300
+    (tmp_path / "not.zip").write_bytes(b"PK\x03\x04 and nothing else")
+    assert bundle_zip.zip_entry_count(tmp_path / "not.zip") is None
+    monkeypatch.setattr(bundle_zip, "MAX_ZIP_ENTRIES", 100)
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lambda self: pytest.fail("the central directory was parsed"))
+    with pytest.raises(sb.BundleError, match="300 entries, more than the limit of 100"):
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "dest")
+
+
+def test_a_folder_entry_named_like_a_reference_is_refused(tmp_path):
+    archive = evil_zip(tmp_path / "dir.zip", [("shot.json", b"{}"), ("references/evil.png/", b"")])
+    with pytest.raises(sb.BundleError, match="a folder where a shot bundle has a file"):
+        bundle_zip.extract_bundle_zip(archive, tmp_path / "dest")
 
 
 def test_zip_lying_about_sizes_is_stopped_while_unpacking(tmp_path):

@@ -38,6 +38,8 @@ def write_mp4(frames: np.ndarray, path: str | Path, fps: float) -> Path:
                             ffmpeg_log_level="error") as writer:
         for frame in frames:
             writer.append_data(frame)
+    if not path.is_file() or path.stat().st_size == 0:  # ffmpeg can refuse (a rate it rounds to 0) without raising
+        raise RuntimeError(f"ffmpeg wrote no clip ({len(frames)} frames at {fps:g} fps)")
     return path
 
 

@@ -215,9 +215,21 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         parts = []
         for problem in error.errors():
             where = ".".join(str(p) for p in problem["loc"] if p not in ("body", "path", "query"))
-            got = f" (got {problem['input']!r})" if isinstance(problem.get("input"), str | int | float) else ""
+            value = problem.get("input")
+            got = f" (got {bundle_checks.short_repr(value)})" if isinstance(value, str | int | float) else ""
             parts.append(f"{where}: {problem['msg']}{got}")
         return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    job_files_lock = threading.Lock()  # a retry copies a job's files while a delete would remove them
+
+    def create_job(job_id: str, name: str, job_settings: dict, info: dict) -> dict[str, Any]:
+        """The job's row for its folder, already in place; the folder goes again if the row cannot be written, so
+        no folder is left that the next start would list as a lost job."""
+        try:
+            return store.create(job_id, name, job_settings, info)
+        except Exception:
+            delete_job_files(jobs_dir, job_id)
+            raise
 
     def job_or_error(job_id: str) -> dict[str, Any]:
         if not JOB_ID.fullmatch(job_id):
@@ -294,7 +306,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         job_settings = {"steps": steps, "seed": seed, "model": model or next(iter(catalogue))}
-        job = store.create(job_id, info.pop("name"), job_settings, info)
+        job = create_job(job_id, info.pop("name"), job_settings, info)
         worker.wake()
         logger.info("job %s (%s) queued", job_id, job["name"])
         return _public(job, jobs_dir)
@@ -315,8 +327,9 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
         if files:
             if job["status"] not in FINISHED:
                 raise HTTPException(409, f"job {job_id} is {job['status']}: cancel it first, then delete its files")
-            delete_job_files(jobs_dir, job_id)
-            store.delete(job_id)
+            with job_files_lock:
+                delete_job_files(jobs_dir, job_id)
+                store.delete(job_id)
             return {"id": job_id, "deleted": True}
         if job["status"] in FINISHED:
             raise HTTPException(409, f"job {job_id} is already {job['status']} (add ?files=true to delete it)")
@@ -367,14 +380,17 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
             raise HTTPException(429, f"{settings.max_queued} jobs are already waiting; try again when some are done")
         new_id = uuid.uuid4().hex
         staging = incoming_dir / new_id
-        try:
-            for part in ("bundle", "previews"):
-                if (jobs_dir / job_id / part).is_dir():
-                    shutil.copytree(jobs_dir / job_id / part, staging / part)
-            staging.rename(jobs_dir / new_id)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        new = store.create(new_id, job["name"], job["settings"], job["info"])
+        with job_files_lock:  # a delete of the same job waits: no half-copied bundle
+            if store.get(job_id) is None or not (jobs_dir / job_id / "bundle").is_dir():
+                raise HTTPException(410, f"job {job_id} was deleted; send the shot again")
+            try:
+                for part in ("bundle", "previews"):
+                    if (jobs_dir / job_id / part).is_dir():
+                        shutil.copytree(jobs_dir / job_id / part, staging / part)
+                staging.rename(jobs_dir / new_id)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            new = create_job(new_id, job["name"], job["settings"], job["info"])
         worker.wake()
         return _public(new, jobs_dir)
 

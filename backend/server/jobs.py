@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cinepregen_addon.core import bundle_checks
+
 logger = logging.getLogger(__name__)
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
@@ -61,11 +63,12 @@ def delete_job_files(jobs_dir: Path, job_id: str) -> None:
 
 
 def _bundle_name(bundle_dir: Path) -> str | None:
+    """The shot name in a job folder's bundle, when it is one a job may carry (checked as a bundle's is)."""
     try:
         name = json.loads((bundle_dir / "shot.json").read_text()).get("name")
     except (OSError, ValueError, AttributeError, RecursionError):
         return None
-    return name[:200] if isinstance(name, str) else None
+    return None if bundle_checks.text_problem(name, bundle_checks.MAX_NAME_LENGTH) else name
 
 GenerateFn = Callable[..., dict]
 
@@ -247,9 +250,12 @@ class Worker:
             name = _bundle_name(job_dir / "bundle") or job_dir.name
             logger.warning("job folder %s was not in the database: listed again as %s", job_dir.name,
                            "done" if done else "failed")
-            self.store.create(job_dir.name, name, {}, {}, status="done" if done else "failed",
-                              error=None if done else "the job database lost this job; its files are kept",
-                              created=job_dir.stat().st_mtime)
+            try:
+                self.store.create(job_dir.name, name, {}, {}, status="done" if done else "failed",
+                                  error=None if done else "the job database lost this job; its files are kept",
+                                  created=job_dir.stat().st_mtime)
+            except (sqlite3.Error, OSError, ValueError) as error:  # never the start
+                logger.error("job folder %s could not be listed again (%s); left as it is", job_dir.name, error)
 
     def _recover_running(self, job: dict[str, Any], job_dir: Path) -> None:
         if (job_dir / "result").is_dir():
@@ -355,7 +361,7 @@ def _collect_result(result: dict, partial: Path, timings: dict) -> None:
     """Give the result fixed names inside ``partial``: ``result.mp4``, ``frames/`` and ``metrics.json``."""
     mp4 = Path(result["mp4"])
     if not mp4.is_file():
-        raise RuntimeError(f"the model reported {mp4} as its clip but wrote no such file")
+        raise RuntimeError(f"the model wrote no clip ({mp4.name} is missing)")
     if mp4 != partial / "result.mp4":
         shutil.move(mp4, partial / "result.mp4")
     frames_dir = result.get("frames_dir")

@@ -83,6 +83,8 @@ def check_limits(root: Path, settings: Settings) -> None:
                                  f"server accepts at most {settings.max_total_pixels:,} a shot (fewer frames or a "
                                  "smaller resolution)")
     for image in sorted((root / "references").glob("*.png")) if (root / "references").is_dir() else []:
+        if not image.is_file():
+            continue  # read_bundle refuses it
         size = png_size(image)
         if size is None:
             continue  # read_bundle says what is wrong with it

@@ -6,7 +6,9 @@ it did not check; each problem names the field and the frame so a user can fix t
 
 from __future__ import annotations
 
+import json
 import math
+import unicodedata
 import zipfile
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -23,7 +25,12 @@ PASS_CHANNELS = {"depth": None, "normal": 3, "object_id": None, "vector": 4, "cl
 OPTIONAL_PASSES = ("clay",)
 MAX_RESOLUTION = 16384
 MAX_NAME_LENGTH = 200  # shot and object names
+MAX_PROMPT_LENGTH = 4000  # characters (text encoders read a few hundred tokens)
+MAX_INFO_BYTES = 64 * 1024  # ``style`` and ``shot``, as JSON
+MAX_SHOT_JSON_BYTES = 64 * 2**20  # shot.json on disk (a 10,000-frame shot's is about 4 MB)
+MIN_FPS = 1.0  # below that no clip can be encoded (ffmpeg's frame rate rounds to 0)
 MAX_FPS = 1000.0
+MAX_ARRAYS_PER_FRAME = 16  # a frame file holds one array per pass (5); a few unknown ones are each named
 MAX_FRAME_NUMBER = 10**9  # |frame_start|, |frame_end| (Blender's own limit is 1,048,574)
 MAX_SEED = 2**63 - 1
 MAX_OBJECTS = 1024
@@ -130,8 +137,8 @@ def check_objects(objects: list[BundleObject]) -> list[str]:
         elif obj.id in ids:
             problems.append(f"objects[{j}].id: duplicate ID {obj.id}")
         ids.add(obj.id)
-        if not isinstance(obj.name, str) or not 0 < len(obj.name) <= MAX_NAME_LENGTH:
-            problems.append(f"objects[{j}].name: must be a string of 1 to {MAX_NAME_LENGTH} characters")
+        if name_problem := text_problem(obj.name, MAX_NAME_LENGTH):
+            problems.append(f"objects[{j}].name: {name_problem}")
         if obj.reference is not None and not is_safe_relative_path(obj.reference):
             problems.append(f"objects[{j}].reference: unsafe path {short_repr(obj.reference)}")
     return problems
@@ -139,11 +146,11 @@ def check_objects(objects: list[BundleObject]) -> list[str]:
 
 def check_header(bundle: ShotBundle) -> list[str]:
     problems = []
-    if not isinstance(bundle.name, str) or not 0 < len(bundle.name) <= MAX_NAME_LENGTH:
-        problems.append(f"name: must be a string of 1 to {MAX_NAME_LENGTH} characters")
+    if name_problem := text_problem(bundle.name, MAX_NAME_LENGTH):
+        problems.append(f"name: {name_problem}")
     if isinstance(bundle.fps, bool) or not isinstance(bundle.fps, (int, float)) or not (
-            math.isfinite(bundle.fps) and 0 < bundle.fps <= MAX_FPS):
-        problems.append(f"fps: must be a number in (0, {MAX_FPS:g}], got {short_repr(bundle.fps)}")
+            math.isfinite(bundle.fps) and MIN_FPS <= bundle.fps <= MAX_FPS):
+        problems.append(f"fps: must be a number from {MIN_FPS:g} to {MAX_FPS:g}, got {short_repr(bundle.fps)}")
     for key in ("width", "height"):
         value = getattr(bundle, key)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_RESOLUTION:
@@ -155,12 +162,49 @@ def check_header(bundle: ShotBundle) -> list[str]:
             problems.append(f"{key}: must be an integer in {low}..{high}, got {short_repr(value)}")
     if not problems and bundle.frame_end < bundle.frame_start:
         problems.append(f"frame_end: {bundle.frame_end} is before frame_start {bundle.frame_start}")
-    if not isinstance(bundle.prompt, str):
-        problems.append("prompt: must be a string")
+    if prompt_problem := text_problem(bundle.prompt, MAX_PROMPT_LENGTH, empty=True, line_breaks=True):
+        problems.append(f"prompt: {prompt_problem}")
     for key in ("style", "shot"):
         if not isinstance(getattr(bundle, key), dict):
             problems.append(f"{key}: must be an object")
+        elif info_problem := _json_problem(getattr(bundle, key)):
+            problems.append(f"{key}: {info_problem}")
     return problems
+
+
+def text_problem(value: object, max_length: int, empty: bool = False, line_breaks: bool = False) -> str | None:
+    """What makes ``value`` unusable as a name or prompt, or None. Beyond type and length: text that is not valid
+    Unicode (JSON's ``\\ud800`` escape gives a lone surrogate, which no file, database or web page can store) and
+    control characters (a NUL cuts a name short in C code; only a prompt may hold line breaks and tabs)."""
+    low = 0 if empty else 1
+    if not isinstance(value, str) or not low <= len(value) <= max_length:
+        return f"must be a string of {low} to {max_length} characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (\\ud800 to \\udfff), which is not Unicode text"
+    allowed = "\n\r\t" if line_breaks else ""
+    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in value):
+        return "holds control characters"
+    return None
+
+
+def printable_name(name: str) -> str:
+    """A Blender name as a bundle may carry it: control characters (which a file from elsewhere can put in an
+    object's name) as spaces, cut to ``MAX_NAME_LENGTH``. The bundle binds by ID; the name is a label."""
+    cleaned = "".join(" " if unicodedata.category(c) == "Cc" else c for c in name)[:MAX_NAME_LENGTH]
+    return cleaned if cleaned.strip() else "unnamed"
+
+
+def _json_problem(value: object) -> str | None:
+    """What keeps a ``style`` or ``shot`` object from being stored as UTF-8 JSON within its budget, or None."""
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8"))
+    except UnicodeEncodeError:
+        return "holds text that is not Unicode (a lone surrogate such as \\ud800)"
+    except (ValueError, TypeError, RecursionError):
+        return "must hold only finite numbers, strings, lists and objects"
+    return None if size <= MAX_INFO_BYTES else f"is {size:,} bytes as JSON, more than the {MAX_INFO_BYTES:,} allowed"
 
 
 def short_repr(value: object, limit: int = 40) -> str:

@@ -18,6 +18,8 @@ from .bundle_checks import BundleError, is_safe_relative_path, short_repr
 
 MAX_ZIP_ENTRIES = 20000
 MAX_ZIP_BYTES = 8 * 1024**3
+ZIP64_ENTRIES = 0xFFFF  # the end record's count in a ZIP64 archive (the real one is in its ZIP64 record)
+END_RECORD_SEARCH = 22 + 65535  # the end record and the longest comment a zip may carry
 BUNDLE_MEMBERS = re.compile(r"shot\.json|frames/?|frames/\d{6}\.npz|references/?|references/[^/]+\.png")
 
 
@@ -31,6 +33,9 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} is not empty")
+    entries = zip_entry_count(zip_path)
+    if entries is not None and entries > MAX_ZIP_ENTRIES:
+        raise BundleError(f"zip: {entries} entries, more than the limit of {MAX_ZIP_ENTRIES}")
     try:
         archive = zipfile.ZipFile(zip_path)
     except (OSError, zipfile.BadZipFile) as error:
@@ -53,6 +58,8 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
             elif info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
                 problems.append(f"zip entry {shown}: compression method {info.compress_type} is not supported "
                                 "(use stored or deflated, as shot_bundle.zip_bundle does)")
+            elif info.is_dir() and name + "/" != prefix and name.removeprefix(prefix) not in ("frames", "references"):
+                problems.append(f"zip entry {shown}: a folder where a shot bundle has a file")
             elif name + "/" != prefix and not BUNDLE_MEMBERS.fullmatch(name.removeprefix(prefix)):
                 problems.append(f"zip entry {shown}: not part of a shot bundle (a bundle holds shot.json, "
                                 "frames/NNNNNN.npz and references/*.png)")
@@ -78,6 +85,21 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
     if not (dest / "shot.json").exists() and len(tops) == 1 and tops[0].is_dir():
         return tops[0]
     return dest
+
+
+def zip_entry_count(path: str | Path) -> int | None:
+    """How many entries a zip's end record declares, read from its last bytes (Python's ``zipfile`` first turns the
+    whole central directory into objects: a zip of millions of empty entries takes minutes and gigabytes before any
+    limit could be checked). ``ZIP64_ENTRIES`` for a ZIP64 archive, which holds at least that many or is over 4 GB;
+    None when there is no end record (not a zip: ``zipfile`` says so)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+        f.seek(max(0, size - END_RECORD_SEARCH))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    return int.from_bytes(tail[at + 10 : at + 12], "little")
 
 
 def _single_top_folder(infos: list[zipfile.ZipInfo]) -> str:

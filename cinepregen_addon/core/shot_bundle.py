@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from .bundle_checks import (
+    MAX_ARRAYS_PER_FRAME,
     MAX_OBJECTS,
+    MAX_SHOT_JSON_BYTES,
     SUPPORTED_SCHEMA_VERSIONS,
     BundleError,
     check_bundle,
@@ -34,7 +36,7 @@ from .bundle_checks import (
     is_safe_relative_path,
     npy_member_problem,
 )
-from .bundle_zip import extract_bundle_zip
+from .bundle_zip import ZIP64_ENTRIES, extract_bundle_zip, zip_entry_count
 from .png_codec import read_png, write_png
 
 SCHEMA_VERSION = 1
@@ -200,6 +202,9 @@ def _load(path: Path, read_image: ImageReader | None = None) -> tuple[ShotBundle
 def _load_folder(root: Path, read_image: ImageReader | None = None) -> tuple[ShotBundle | None, list[str]]:
     read_image = read_image or read_png
     try:
+        size = (root / "shot.json").stat().st_size
+        if size > MAX_SHOT_JSON_BYTES:
+            return None, [f"shot.json: {size:,} bytes, more than the {MAX_SHOT_JSON_BYTES:,} a shot bundle may hold"]
         doc = json.loads((root / "shot.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None, ["shot.json: missing"]
@@ -257,11 +262,20 @@ def _load_folder(root: Path, read_image: ImageReader | None = None) -> tuple[Sho
                                                   world_to_camera=np.asarray(entry["world_to_camera"],
                                                                              dtype=np.float64)))
                 bundle.passes.append(FramePasses(**arrays))
-    frames_dir = root / "frames"
-    if frames_dir.is_dir():
-        for extra in sorted(p.name for p in frames_dir.iterdir() if f"frames/{p.name}" not in listed):
-            problems.append(f"frames/{extra}: extra file not listed in shot.json frames")
+    problems += _extra_files(root, "frames", listed, "listed in shot.json frames")
+    references = {obj.reference for obj in objects if isinstance(obj.reference, str)}
+    problems += _extra_files(root, "references", references, "the reference of any object in shot.json")
     return (None, problems) if problems else (bundle, [])
+
+
+def _extra_files(root: Path, folder: str, expected: set[str], what: str) -> list[str]:
+    """Entries of ``root/folder`` that shot.json does not name: refused, so a bundle carries (and a server stores
+    and copies) only what it uses."""
+    if not (root / folder).is_dir():
+        return []
+    extra = sorted(p.name for p in (root / folder).iterdir() if f"{folder}/{p.name}" not in expected)
+    shown = [f"{folder}/{name[:80]}: extra file, not {what}" for name in extra[:10]]
+    return shown + ([f"{folder}/: and {len(extra) - 10} more extra files"] if len(extra) > 10 else [])
 
 
 def _read_objects(root: Path, entries: object, bundle: ShotBundle, read_image: ImageReader
@@ -303,6 +317,10 @@ def _read_frame_file(root: Path, index: int, name: object, width: int, height: i
     if file.is_symlink() or not file.is_file():
         return None, [f"{where}: {name} is missing"]
     try:
+        if (entries := zip_entry_count(file) or 0) > MAX_ARRAYS_PER_FRAME:  # not a zip: zipfile says so below
+            count = "65,535 or more" if entries == ZIP64_ENTRIES else f"{entries:,}"
+            return None, [f"{where}: {name} holds too many arrays ({count}); a frame file holds one array per "
+                          f"pass, and at most {MAX_ARRAYS_PER_FRAME} are read"]
         with zipfile.ZipFile(file) as archive:
             problems = [(info.filename, npy_member_problem(archive, info, width, height))
                         for info in archive.infolist()]
