@@ -137,9 +137,16 @@ def test_tokens_outside_an_objects_mask_do_not_see_its_reference(wan_folder):
                 without = MaskedReferenceWanProcessor(layout.without(r))(attn, dropped_hidden, None, None,
                                                                           dropped_rotary)[:, per_frame:]
                 outside, inside = ~masks[r], masks[r]
-                assert torch.equal(with_both[:, outside], without[:, outside]), r
+                assert _same(with_both[:, outside], without[:, outside]), r
                 assert (with_both[:, inside] - without[:, inside]).abs().amax(-1).min() > 0, r
             assert not torch.equal(with_both, plain[:, 2 * per_frame:])  # masking changes what tokens see
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float rounding: attention over the masked and over the shortened key set sums in another order
+    (a CPU's kernel may split them differently; 1.2e-7 apart on an AMD EPYC), while a reference that leaks moves a
+    token by 1e-2 or more."""
+    return bool((a - b).abs().amax() <= 1e-5)
 
 
 def test_image_cross_attention_is_masked_per_object_too():
@@ -165,8 +172,8 @@ def test_image_cross_attention_is_masked_per_object_too():
             other_images = images[:, [i for i in range(10) if i // 5 != r]]
             without = MaskedReferenceWanProcessor(layout.without(r))(
                 attn, hidden[:, keep], torch.cat([other_images, text], 1))[:, per_frame:]
-            assert torch.equal(both[:, ~masks[r]], without[:, ~masks[r]]), r
-            assert not torch.equal(both[:, masks[r]], without[:, masks[r]]), r
+            assert _same(both[:, ~masks[r]], without[:, ~masks[r]]), r
+            assert (both[:, masks[r]] - without[:, masks[r]]).abs().amax() > 1e-2, r
 
 
 def test_the_server_serves_wan_beside_the_default_model(wan_folder, tmp_path):

@@ -64,9 +64,10 @@ class WanVaceAdapter(ModelAdapter):
 
     def load(self, device: str = "cpu") -> LoadedWanVace:
         import torch
-        from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+        from diffusers import AutoencoderKLWan, WanVACEPipeline, WanVACETransformer3DModel
         from diffusers.utils import logging as diffusers_logging
 
+        from backend.models.folder_check import check_model_folder
         from backend.quant.serialization import is_quantized_folder, load_quantized
 
         self.check()
@@ -76,6 +77,9 @@ class WanVaceAdapter(ModelAdapter):
             # on an accelerator each layer is dequantized per call: peak memory is the packed weights plus one layer
             mode = "cached" if device == "cpu" else "per_call"
             extra["transformer"] = load_quantized(WanVACETransformer3DModel, self.folder / "transformer", mode=mode)
+        else:  # its weights against its config before 1.3-14 B parameters are read (``folder_check``)
+            check_model_folder(WanVACETransformer3DModel, self.folder / "transformer")
+        check_model_folder(AutoencoderKLWan, self.folder / "vae")
         from transformers.utils import logging as transformers_logging
 
         diffusers_logging.disable_progress_bar()  # the caller shows progress; no bar per component

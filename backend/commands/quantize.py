@@ -38,9 +38,26 @@ def check_weights_folder(folder: Path) -> dict:
         raise WeightsError(f"weights folder {folder} does not exist (train a model first, or point --weights at one)")
     if not (folder / "config.json").is_file():
         raise WeightsError(f"{folder} has no config.json: not a diffusers-style model folder")
+    if (folder / "quantization_config.json").is_file():
+        raise WeightsError(f"{folder} is quantized already; quantize the full-precision folder it was made from")
     if not list(folder.glob("*.safetensors")):
         raise WeightsError(f"{folder} has a config.json but no *.safetensors weights")
-    return json.loads((folder / "config.json").read_text())
+    from backend.adapters.base import read_json
+
+    try:
+        return read_json(folder / "config.json")
+    except ValueError as error:
+        raise WeightsError(str(error)) from None
+
+
+def check_component(cls: type, folder: Path) -> None:
+    """The folder's weights against its config (``backend.models.folder_check``), before minutes of calibration."""
+    from backend.models.folder_check import check_model_folder
+
+    try:
+        check_model_folder(cls, folder)
+    except (OSError, ValueError) as error:
+        raise WeightsError(str(error)) from None
 
 
 def resolve_model_class(config: dict, model_class: str | None = None) -> type:
@@ -93,9 +110,20 @@ def calibration_components(maker, weights: Path) -> dict:
     for name in inspect.signature(maker).parameters:
         folder = weights / name
         if name != "transformer" and (folder / "config.json").is_file():
-            components[name] = resolve_model_class(check_weights_folder(folder)).from_pretrained(
-                folder, local_files_only=True).eval()
+            cls = resolve_model_class(check_weights_folder(folder))
+            check_component(cls, folder)
+            components[name] = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
     return components
+
+
+def check_pipeline_parts(weights: Path) -> None:
+    """The diffusers component folders (a ``_class_name`` in their config) that are copied on beside the quantized
+    transformer, checked like it; others (a transformers text encoder, a tokenizer) load with their own library."""
+    for folder in sorted(p for p in weights.iterdir() if p.is_dir() and p.name != "transformer"):
+        if (folder / "config.json").is_file():
+            config = check_weights_folder(folder)
+            if config.get("_class_name"):
+                check_component(resolve_model_class(config), folder)
 
 
 PIPELINE_FILES = ("pipeline.json", "model_index.json", "cinepregen.json")
@@ -125,7 +153,10 @@ def _run(args) -> int:
     try:
         config_json = check_weights_folder(model_folder)
         cls = resolve_model_class(config_json, args.model_class)
+        check_component(cls, model_folder)
         maker = getattr(sys.modules[cls.__module__], "make_calibration_inputs", None) or config_calibration_inputs
+        if is_pipeline:
+            check_pipeline_parts(weights)
         components = calibration_components(maker, weights) if is_pipeline else {}
     except WeightsError as error:
         print(f"cinepregen quantize: {error}", file=sys.stderr)
@@ -138,7 +169,8 @@ def _run(args) -> int:
             print(f"cinepregen quantize: --device {device} but torch sees no CUDA GPU here; use --device cpu",
                   file=sys.stderr)
             return 2
-    model = cls.from_pretrained(model_folder, local_files_only=True, torch_dtype=stored_dtype(model_folder)).eval()
+    model = cls.from_pretrained(model_folder, local_files_only=True, use_safetensors=True,
+                                torch_dtype=stored_dtype(model_folder)).eval()
     overrides = {k: v for k, v in (("iterations", args.iterations), ("calibration_samples", args.samples),
                                    ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None}
     if args.codebooks:

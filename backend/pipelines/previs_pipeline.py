@@ -57,12 +57,14 @@ from backend.conditioning import (
     shot_passes,
     working_resolution,
 )
+from backend.models.folder_check import check_finite_weights, check_model_folder, safetensors_shapes
 from backend.models.frame_refiner import FrameRefiner
 from backend.models.previs_dit import PrevisDiT, velocity_from_output
 from backend.models.reference_encoder import ReferenceEncoder
 from backend.pipelines.colour_lock import lock_object_colours, reference_anchors
 from backend.pipelines.edge_snap import EDGE_SNAP_RADIUS, snap_to_object_edges
 from backend.pipelines.patch_seams import smooth_patch_seams, smooth_upsampled_seams
+from backend.quant.serialization import WEIGHTS_NAME as QUANTIZED_WEIGHTS
 from backend.quant.serialization import is_quantized_folder, load_quantized
 
 SAMPLING_DEFAULTS = {"num_inference_steps": 8, "reference_guidance_scale": 2.0, "window_frames": 16,
@@ -109,6 +111,30 @@ def check_weights_folder(folder: Path) -> None:
     if model_class != PrevisDiT.__name__:
         raise ValueError(f"{folder} holds a {model_class} model; this pipeline runs PrevisDiT folders "
                          "(saved by `cinepregen train` or PrevisPipeline.save_pretrained)")
+    for part in ("reference_encoder/config.json", "scheduler/scheduler_config.json"):
+        if not (Path(folder) / part).is_file():
+            raise FileNotFoundError(f"{folder} has no {part}: a previs model folder holds transformer/, "
+                                    "reference_encoder/ and scheduler/; copy the whole folder")
+
+
+def full_precision_parts(folder: Path) -> dict[str, type]:
+    """The folder's parts that ``from_pretrained`` loads as diffusers models (the transformer unless quantized)."""
+    parts = {"reference_encoder": ReferenceEncoder}
+    if (Path(folder) / "refiner" / "config.json").is_file():
+        parts["refiner"] = FrameRefiner
+    if not is_quantized_folder(Path(folder) / "transformer"):
+        parts["transformer"] = PrevisDiT
+    return parts
+
+
+def check_weights(folder: Path) -> None:
+    """Raise ValueError/FileNotFoundError naming the file unless every part's weights fit its config (names and
+    shapes from the safetensors headers, the model built on the meta device: ``backend.models.folder_check``);
+    nothing is read, so a server can list a damaged model with its reason at start."""
+    for name, model_class in full_precision_parts(folder).items():
+        check_model_folder(model_class, Path(folder) / name)
+    if is_quantized_folder(Path(folder) / "transformer"):  # its layers are checked as it loads (load_quantized)
+        safetensors_shapes(Path(folder) / "transformer" / QUANTIZED_WEIGHTS)
 
 
 def _number(value: object, low: float, high: float, integer: bool) -> bool:
@@ -182,16 +208,18 @@ class PrevisPipeline:
         folder = Path(folder)
         check_weights_folder(folder)
         sampling = read_sampling(folder)
-        local = dict(low_cpu_mem_usage=False, local_files_only=True)  # a folder on disk, never the Hub
-        if is_quantized_folder(folder / "transformer"):
-            transformer = load_quantized(PrevisDiT, folder / "transformer")
-        else:
-            transformer = PrevisDiT.from_pretrained(folder / "transformer", **local)
-        refiner = (FrameRefiner.from_pretrained(folder / "refiner", **local)
-                   if (folder / "refiner" / "config.json").is_file() else None)
-        return cls(transformer, ReferenceEncoder.from_pretrained(folder / "reference_encoder", **local),
+        check_weights(folder)
+        # a folder on disk, never the Hub; safetensors only
+        local = dict(low_cpu_mem_usage=False, local_files_only=True, use_safetensors=True)
+        parts = full_precision_parts(folder)
+        loaded = {name: model_class.from_pretrained(folder / name, **local) for name, model_class in parts.items()}
+        if "transformer" not in loaded:
+            loaded["transformer"] = load_quantized(PrevisDiT, folder / "transformer")
+        for name, model in loaded.items():
+            check_finite_weights(model, folder / name)
+        return cls(loaded["transformer"], loaded["reference_encoder"],
                    FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
-                   sampling, refiner).to(device)
+                   sampling, loaded.get("refiner")).to(device)
 
     @torch.no_grad()
     def __call__(self, bundle, *, num_inference_steps: int | None = None, seed: int | None = None,

@@ -18,6 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from backend.adapters.base import read_json
+from backend.models.folder_check import check_config_integers, compare_tensors, safetensors_shapes
 from backend.quant.baselines import UniformLinear
 from backend.quant.capture import replace_module
 from backend.quant.vq4dit import QuantizedModelInfo
@@ -123,6 +125,49 @@ def save_quantized(model: nn.Module, folder: str | Path, info: QuantizedModelInf
     return folder
 
 
+LAYER_FIELDS = {"vq": {"d": int, "k": int}, "uniform": {"bits": int, "group_size": int}}
+MAX_CODEBOOK = 2**16
+
+
+def check_layer_entries(config: dict, model: nn.Module, folder: Path) -> None:
+    """Refuse a ``quantization_config.json`` whose layers are not linear layers of the model with the same sizes,
+    or whose entries are malformed (before any packed layer is made: a wrong size would allocate it)."""
+    path = folder / CONFIG_NAME
+    layers = config.get("layers")
+    if not isinstance(layers, dict) or not layers:
+        raise ValueError(f"{path}: 'layers' must map layer names to their entries; the folder is damaged: "
+                         "quantize the model again")
+    for name, entry in layers.items():
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        if kind not in LAYER_FIELDS:
+            raise ValueError(f"{path}: layer {name[:80]!r} has no kind 'vq' or 'uniform'")
+        fields = {"in_features": int, "out_features": int, "bias": bool, **LAYER_FIELDS[kind]}
+        for field, kind_of in fields.items():
+            if not isinstance(entry.get(field), kind_of) or (kind_of is int and isinstance(entry[field], bool)):
+                raise ValueError(f"{path}: layer {name[:80]!r}: {field} must be {kind_of.__name__}, got "
+                                 f"{entry.get(field)!r:.40}")
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"{path}: the model has no layer {name[:80]!r}; the folder was quantized from another "
+                             "model") from None
+        if not isinstance(target, nn.Linear | PackedLinear) or (target.in_features, target.out_features) != (
+                entry["in_features"], entry["out_features"]):
+            raise ValueError(f"{path}: layer {name[:80]!r} is {entry['in_features']}x{entry['out_features']}, not "
+                             "a linear layer of that size in the model; the folder was quantized from another model")
+        if kind == "vq" and not (1 <= entry["d"] <= entry["in_features"] and 2 <= entry["k"] <= MAX_CODEBOOK):
+            raise ValueError(f"{path}: layer {name[:80]!r}: d {entry['d']} or k {entry['k']} out of range")
+        if kind == "uniform" and not (1 <= entry["bits"] <= 8 and 1 <= entry["group_size"] <= entry["in_features"]):
+            raise ValueError(f"{path}: layer {name[:80]!r}: bits {entry['bits']} or group_size "
+                             f"{entry['group_size']} out of range")
+        owner = entry.get("codebook")
+        shared = layers.get(owner) if isinstance(owner, str) else None
+        if owner is not None and (not isinstance(shared, dict) or shared.get("codebook") is not None
+                                  or (shared.get("d"), shared.get("k")) != (entry.get("d"), entry.get("k"))):
+            raise ValueError(f"{path}: layer {name[:80]!r} shares the codebook of {str(owner)[:80]!r}, which has no "
+                             "codebook of its d and k")
+
+
 def _import_class(path: str) -> type:
     module_name, _, qualname = path.partition(":")
     return getattr(importlib.import_module(module_name), qualname)
@@ -140,7 +185,7 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
     folder = Path(folder)
     if not is_quantized_folder(folder):
         raise FileNotFoundError(f"{folder} is not a quantized model folder (no {CONFIG_NAME})")
-    config = json.loads((folder / CONFIG_NAME).read_text())
+    config = read_json(folder / CONFIG_NAME)
     if config.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(f"unsupported quantized format version {config.get('format_version')} in {folder}")
     if isinstance(model_class_or_base_model, nn.Module):
@@ -149,8 +194,11 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
         from accelerate import init_empty_weights
 
         cls = model_class_or_base_model or _import_class(config["model_class"])
+        model_config = read_json(folder / "config.json")
+        check_config_integers(model_config, folder / "config.json")
         with init_empty_weights(include_buffers=False):  # buffers (rotary tables, ...) are made as usual
-            model = cls.from_config(cls.load_config(folder))
+            model = cls.from_config(model_config)
+    check_layer_entries(config, model, folder)
     for name, entry in config["layers"].items():
         shape = (entry["in_features"], entry["out_features"])
         if entry["kind"] == "vq":
@@ -159,6 +207,9 @@ def load_quantized(model_class_or_base_model: type | nn.Module | None, folder: s
         else:
             layer = UniformLinear(*shape, entry["bits"], entry["group_size"], bias=entry["bias"], mode=mode)
         replace_module(model, name, layer)
+    shared = {f"{name}.codebook" for name, entry in config["layers"].items() if entry.get("codebook")}
+    expected = {key: tuple(t.shape) for key, t in model.state_dict().items() if key not in shared}
+    compare_tensors(expected, safetensors_shapes(folder / WEIGHTS_NAME), folder / WEIGHTS_NAME)
     state = load_file(str(folder / WEIGHTS_NAME))
     sharing: dict[str, list[str]] = {}
     for name, entry in config["layers"].items():
