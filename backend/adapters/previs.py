@@ -23,13 +23,13 @@ class PrevisAdapter(ModelAdapter):
             return False
 
     def check(self) -> None:
-        from backend.pipelines.previs_pipeline import check_weights, check_weights_folder
+        from backend.pipelines.previs_folder import check_weights, check_weights_folder
 
         check_weights_folder(self.folder)
         check_weights(self.folder)
 
     def capabilities(self) -> ModelCapabilities:
-        from backend.pipelines.previs_pipeline import read_sampling
+        from backend.pipelines.previs_folder import read_sampling
 
         self.check()
         config = read_json(self.folder / "transformer" / "config.json")
