@@ -80,6 +80,8 @@ DAMAGE = {  # case -> (shipped folder, damage(folder), words in the one-line err
     "short packed codes": ("previs-tiny-vq3", lambda f: _edit_tensors(
         f, PACKED, lambda t: t.update({k: t[k][:100] for k in [next(k for k in sorted(t) if k.endswith(".codes"))]})),
         "the config makes it"),
+    "bits that the layers do not store": ("previs-tiny-vq3", lambda f: _edit_json(
+        f, "transformer/quantization_config.json", lambda c: c.update(bits=2)), "bits says 2, but its layers store 3"),
     "truncated packed weights": ("previs-tiny-vq3", lambda f: (f / PACKED).write_bytes(
         (f / PACKED).read_bytes()[:3000]), "is damaged"),
 }
@@ -96,7 +98,8 @@ def test_a_damaged_model_folder_is_refused_in_one_line_naming_the_problem(tmp_pa
     message = str(error.value)
     assert "\n" not in message and str(folder) in message
     if case not in ("NaN weights", "a quantized layer the model lacks", "a quantized layer of 10^6 x 10^6",
-                    "a codebook of 2^40", "no layers", "a shared codebook that is not there", "short packed codes"):
+                    "a codebook of 2^40", "no layers", "a shared codebook that is not there", "short packed codes",
+                    "bits that the layers do not store"):
         assert words in describe_model("model", folder)["error"]  # the server lists it with its reason at start
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -137,6 +138,7 @@ def check_layer_entries(config: dict, model: nn.Module, folder: Path) -> None:
     if not isinstance(layers, dict) or not layers:
         raise ValueError(f"{path}: 'layers' must map layer names to their entries; the folder is damaged: "
                          "quantize the model again")
+    stored_bits: set[float] = set()
     for name, entry in layers.items():
         kind = entry.get("kind") if isinstance(entry, dict) else None
         if kind not in LAYER_FIELDS:
@@ -160,12 +162,16 @@ def check_layer_entries(config: dict, model: nn.Module, folder: Path) -> None:
         if kind == "uniform" and not (1 <= entry["bits"] <= 8 and 1 <= entry["group_size"] <= entry["in_features"]):
             raise ValueError(f"{path}: layer {name[:80]!r}: bits {entry['bits']} or group_size "
                              f"{entry['group_size']} out of range")
+        stored_bits.add(math.log2(entry["k"]) / entry["d"] if kind == "vq" else entry["bits"])
         owner = entry.get("codebook")
         shared = layers.get(owner) if isinstance(owner, str) else None
         if owner is not None and (not isinstance(shared, dict) or shared.get("codebook") is not None
                                   or (shared.get("d"), shared.get("k")) != (entry.get("d"), entry.get("k"))):
             raise ValueError(f"{path}: layer {name[:80]!r} shares the codebook of {str(owner)[:80]!r}, which has no "
                              "codebook of its d and k")
+    if config.get("bits") is not None and config["bits"] not in stored_bits:  # what the server tells clients
+        raise ValueError(f"{path}: bits says {config['bits']!r}, but its layers store "
+                         f"{', '.join(f'{b:g}' for b in sorted(stored_bits))} bits a weight")
 
 
 def _import_class(path: str) -> type:
