@@ -81,8 +81,9 @@ def test_offloaded_calibration_holds_one_block_in_float32_and_matches_the_whole_
 
     assert upcast_while_running and max(upcast_while_running) == 1  # the block at work, never more
     assert offloaded.layers.keys() == reference.layers.keys() and len(offloaded.layers) > 0
-    for name, layer in reference.layers.items():
-        assert offloaded.layers[name]["weight_mse"] == pytest.approx(layer["weight_mse"], rel=1e-5, abs=1e-12), name
+    for name, layer in reference.layers.items():  # float rounding of the two runs differs (2.5e-5 apart on an AMD
+        # EPYC after the rest of the quantization suite had run in the same process): equal to 4 significant digits
+        assert offloaded.layers[name]["weight_mse"] == pytest.approx(layer["weight_mse"], rel=1e-4, abs=1e-12), name
     assert [b["error"] for b in offloaded.blocks] == pytest.approx([b["error"] for b in reference.blocks], rel=1e-4)
     torch.manual_seed(7)
     inputs = config_calibration_inputs(whole, 1)
