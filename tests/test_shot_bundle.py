@@ -366,6 +366,10 @@ def test_a_zip_of_many_entries_is_refused_from_its_end_record_before_it_is_parse
         zf.comment = b"a comment after the end record's fields"
     assert bundle_zip.zip_entry_count(archive) == 300
     assert bundle_zip.zip_entry_count(tmp_path / "many.zip") == 300
+    with zipfile.ZipFile(tmp_path / "zip64.zip", "w") as zf:  # over 65,535 entries: a ZIP64 end record
+        for i in range(65_600):
+            zf.writestr(f"e{i}", b"")
+    assert bundle_zip.zip_entry_count(tmp_path / "zip64.zip") == 65_600
     (tmp_path / "not.zip").write_bytes(b"PK\x03\x04 and nothing else")
     assert bundle_zip.zip_entry_count(tmp_path / "not.zip") is None
     monkeypatch.setattr(bundle_zip, "MAX_ZIP_ENTRIES", 100)

@@ -90,16 +90,22 @@ def extract_bundle_zip(zip_path: str | Path, dest: str | Path, max_total_bytes: 
 def zip_entry_count(path: str | Path) -> int | None:
     """How many entries a zip's end record declares, read from its last bytes (Python's ``zipfile`` first turns the
     whole central directory into objects: a zip of millions of empty entries takes minutes and gigabytes before any
-    limit could be checked). ``ZIP64_ENTRIES`` for a ZIP64 archive, which holds at least that many or is over 4 GB;
-    None when there is no end record (not a zip: ``zipfile`` says so)."""
+    limit could be checked). A ZIP64 archive's count is read from its ZIP64 end record (``ZIP64_ENTRIES`` when that
+    cannot be found: at least that many); None when there is no end record (not a zip: ``zipfile`` says so)."""
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         f.seek(max(0, size - END_RECORD_SEARCH))
         tail = f.read()
-    at = tail.rfind(b"PK\x05\x06")
-    if at < 0 or len(tail) - at < 22:
-        return None
-    return int.from_bytes(tail[at + 10 : at + 12], "little")
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < 22:
+            return None
+        count = int.from_bytes(tail[at + 10 : at + 12], "little")
+        if count == ZIP64_ENTRIES and at >= 20 and tail[at - 20 : at - 16] == b"PK\x06\x07":
+            f.seek(int.from_bytes(tail[at - 12 : at - 4], "little"))  # the ZIP64 end record, from its locator
+            record = f.read(40)
+            if record[:4] == b"PK\x06\x06" and len(record) == 40:
+                return int.from_bytes(record[32:40], "little")
+    return count
 
 
 def _single_top_folder(infos: list[zipfile.ZipInfo]) -> str:
