@@ -103,14 +103,16 @@ def test_a_damaged_model_folder_is_refused_in_one_line_naming_the_problem(tmp_pa
         assert words in describe_model("model", folder)["error"]  # the server lists it with its reason at start
 
 
-def test_generate_on_a_damaged_folder_exits_2_with_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["generate", "eval"])
+def test_a_command_on_a_damaged_folder_exits_2_with_one_line(tmp_path, capsys, command):
     from test_server import bundle_folder
 
     folder = tmp_path / "model"
     shutil.copytree(SHIPPED / "previs-tiny", folder)
     _edit_json(folder, "transformer/config.json", lambda c: c.update(hidden_size=10**9))
-    code = cli_main(["generate", str(bundle_folder(tmp_path)), "--out", str(tmp_path / "out"), "--weights",
-                     str(folder), "--steps", "1"])
+    bundle, out = str(bundle_folder(tmp_path)), str(tmp_path / "out")
+    arguments = {"generate": [bundle, "--out", out], "eval": ["--bundles", bundle, "--out", out]}[command]
+    code = cli_main([command, *arguments, "--weights", str(folder), "--steps", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "hidden_size = 1,000,000,000" in err
     assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1

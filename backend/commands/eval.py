@@ -45,7 +45,7 @@ def _run(args) -> int:
         return 2
     try:
         generate_fn = make_generate_fn(weights=args.weights, steps=args.steps, device=args.device)
-    except FileNotFoundError as error:
+    except (OSError, ValueError) as error:  # a missing or damaged model folder (backend.models.folder_check)
         print(f"error: {error}", file=sys.stderr)
         return 2
     with tqdm(total=100, unit="%", desc="eval") as bar:
