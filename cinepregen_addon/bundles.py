@@ -3,6 +3,7 @@ once (scripts, headless Blender) or one frame per timer tick so Blender stays re
 
 from __future__ import annotations
 
+import json
 import shutil
 import traceback
 from collections.abc import Generator
@@ -50,9 +51,13 @@ def fresh_bundle(scene, index: int, fingerprint: str) -> Path | None:
     prompt, objects, references, ...), else None."""
     shot = scene.cinepregen.shots[index]
     existing = Path(bpy.path.abspath(shot.bundle_path)) if shot.bundle_path else None
-    if existing is not None and (existing / "shot.json").is_file() and shot.bundle_fingerprint == fingerprint:
-        return existing
-    return None
+    if existing is None or not (existing / "shot.json").is_file() or shot.bundle_fingerprint != fingerprint:
+        return None
+    try:  # the folder may hold another shot's bundle now (renamed shots, a copied .blend): never send that one
+        same_shot = json.loads((existing / "shot.json").read_text(encoding="utf-8")).get("name") == shot.name
+    except (OSError, ValueError, AttributeError):
+        same_shot = False
+    return existing if same_shot else None
 
 
 def shot_bundle_folder(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:

@@ -20,7 +20,7 @@ import bpy
 
 from .core import shot_bundle
 from .core.backend_client import BackendClient, BackendError
-from .core.names import safe_name
+from .core.names import shot_folder_name
 from .preferences import BackendSettings, backend_settings
 
 POLL_INTERVAL = 0.5
@@ -43,7 +43,7 @@ def shot_folder(shot) -> Path:
         root = blend.parent / f"{blend.stem}_cinepregen"
     else:
         root = Path(tempfile.gettempdir()) / "cinepregen"
-    return root / safe_name(shot.name)
+    return root / shot_folder_name(shot.name, [other.name for other in shot.id_data.cinepregen.shots])
 
 
 def client_for(settings: BackendSettings, timeout: float = QUICK_TIMEOUT) -> BackendClient:

@@ -347,6 +347,23 @@ def test_generate_after_a_change_re_renders_the_bundle(addon, prefs, backend, bo
     assert abs(moved).max() > 0.1  # the new camera, not the old one
 
 
+def test_shots_whose_names_clean_up_alike_keep_their_own_bundles(addon, board):
+    """'Scene 1 / Shot A' and 'Scene_1_Shot_A' both clean up to Scene_1_Shot_A: each gets a folder of its own, and a
+    bundle folder that holds another shot now (a rename, a copied .blend) is rendered again, never sent as this one."""
+    from cinepregen_addon import bundles, jobs
+    from cinepregen_addon.core.shot_bundle import read_bundle
+
+    first, second = board.cinepregen.shots[0], board.cinepregen.shots[1]
+    first.name, second.name = "Scene 1 / Shot A", "Scene_1_Shot_A"
+    names = {jobs.shot_folder(first).name, jobs.shot_folder(second).name}
+    assert len(names) == 2 and all(name.startswith("Scene_1_Shot_A-") for name in names), names
+    folders = [bundles.shot_bundle_folder(board, i) for i in (0, 1)]
+    assert [read_bundle(f).name for f in folders] == ["Scene 1 / Shot A", "Scene_1_Shot_A"]
+    second.bundle_path = first.bundle_path  # points at the other shot's bundle, with its own (fresh) fingerprint
+    assert bundles.fresh_bundle(board, 1, bundles.shot_fingerprint(board, 1)) is None
+    assert bundles.fresh_bundle(board, 0, bundles.shot_fingerprint(board, 0)) == folders[0]
+
+
 def test_shot_names_stay_unique(addon, board):
     scene = board
     from cinepregen_addon import shots

@@ -95,17 +95,19 @@ def render_storyboard(args) -> int:
         pool = RayShotPool(args.ray, workers=args.workers, device=args.device, weights=args.weights)
 
     from cinepregen_addon import render_passes
-    from cinepregen_addon.core.names import safe_name
+    from cinepregen_addon.core.names import shot_folder_name
 
     out.mkdir(parents=True, exist_ok=True)
+    board = [shot.name for shot in scene.cinepregen.shots]  # folder names are the board's, whichever are rendered
     shots = []
     generating: list[tuple[dict, Future]] = []
     executor = ThreadPoolExecutor(max_workers=pool.workers) if pool is not None else None
     with tqdm(total=100 * len(specs), unit="%", desc="render") as bar:
         progress = _BoardProgress(bar, len(specs))
         for index, spec in enumerate(specs):
-            folder = safe_name(spec.name)
-            record = {"name": spec.name, "frame_start": spec.frame_start, "frame_end": spec.frame_end}
+            folder = shot_folder_name(spec.name, board)
+            record = {"name": spec.name, "frame_start": spec.frame_start, "frame_end": spec.frame_end,
+                      "folder": folder}
             shots.append(record)
             try:
                 started = time.perf_counter()
@@ -176,7 +178,6 @@ def _keep_result(result: dict, out: Path, folder: str, record: dict, started: fl
 def _collect_from_backend(client, shots: list[dict], out: Path, progress: _BoardProgress, timeout: float) -> None:
     """Wait for every submitted shot, downloading each clip as it finishes; Ctrl-C cancels what is left."""
     from cinepregen_addon.core.backend_client import FINISHED, BackendError
-    from cinepregen_addon.core.names import safe_name
 
     waiting = {record["job_id"]: (index, record) for index, record in enumerate(shots) if "job_id" in record}
     deadline = time.monotonic() + timeout
@@ -187,7 +188,7 @@ def _collect_from_backend(client, shots: list[dict], out: Path, progress: _Board
                 stage = job["stage"] or job["status"]
                 progress.shot(index, 0.3, 0.7, record["name"])(float(job["progress"] or 0), stage)
                 if job["status"] == "done":
-                    folder = safe_name(record["name"])
+                    folder = record["folder"]
                     clip, metrics = client.download(job_id, out / "work" / folder)
                     record.update(mp4=str(shutil.copyfile(clip, out / f"{folder}.mp4")),
                                   generate_s=job["timings"].get("generate_s"), timings=job["timings"],

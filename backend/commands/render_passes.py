@@ -33,16 +33,12 @@ def is_blend_file(path: Path) -> bool:
     return any(head.startswith(magic) for magic in BLEND_MAGICS)
 
 
-def _safe_folder_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "shot"
-
-
 def _run(args) -> int:
     try:
         with addon_registered():
             return _render(args)
     except (ValueError, FileExistsError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).replace('pass overwrite=True', 'add --overwrite')}", file=sys.stderr)
         return 1
 
 
@@ -85,6 +81,7 @@ def _render(args) -> int:
     from tqdm import tqdm
 
     from cinepregen_addon import render_passes
+    from cinepregen_addon.core.names import shot_folder_name
 
     blend = Path(args.blend)
     if not blend.is_file():
@@ -95,6 +92,7 @@ def _render(args) -> int:
         raise ValueError("--frames goes with --camera; storyboard shots carry their own frame range")
     bpy.ops.wm.open_mainfile(filepath=str(blend.resolve()))
     scene = bpy.data.scenes[args.scene] if args.scene else bpy.context.scene
+    board: list[str] = []
     if args.camera:
         start, end = args.frames or (scene.frame_start, scene.frame_end)
         specs = [render_passes.ShotRenderSpec(
@@ -105,6 +103,7 @@ def _render(args) -> int:
         )]
     else:
         specs = render_passes.storyboard_shot_specs(scene, resolution=args.resolution, include_clay=args.clay)
+        board = [spec.name for spec in specs]  # folder names are the board's, whichever shots are rendered
         if args.shot:
             known = {s.name for s in specs}
             missing = [n for n in args.shot if n not in known]
@@ -127,8 +126,8 @@ def _render(args) -> int:
                 bar.set_postfix_str(f"{name}: {stage}")
                 bar.update(start + round(fraction * frames) - bar.n)
 
-            path = render_passes.render_shot_bundle(scene, spec, out / _safe_folder_name(spec.name), progress,
-                                                     overwrite=args.overwrite)
+            folder = out / shot_folder_name(spec.name, board)
+            path = render_passes.render_shot_bundle(scene, spec, folder, progress, overwrite=args.overwrite)
             bar.write(f"{spec.name}: {path}")
     if new_ids:  # IDs must stay the same from render to render: they are kept in the .blend
         bpy.ops.wm.save_mainfile()
