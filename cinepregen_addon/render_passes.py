@@ -374,6 +374,8 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
     """``render_shot_bundle`` one frame at a time: each step renders (or reads) one frame and yields
     ``(fraction, stage)``; the generator returns the bundle folder. A timer that takes one step per tick keeps
     Blender responsive while a shot renders; closing the generator stops it and puts the scene's settings back."""
+    if not spec.camera_name:
+        raise ValueError(f"shot {spec.name!r} has no camera: pick one in its Camera field")
     camera = scene.objects.get(spec.camera_name)
     if camera is None or camera.type != "CAMERA":
         raise ValueError(f"shot {spec.name!r}: {spec.camera_name!r} is not a camera object in scene {scene.name!r}")
@@ -464,11 +466,10 @@ def storyboard_shot_specs(scene, resolution: tuple[int, int] | None = None,
     resolution = tuple(board.pass_resolution) if resolution is None else resolution
     include_clay = board.render_clay if include_clay is None else include_clay
     specs = []
-    for shot in board.shots:
-        if shot.camera is None:
-            raise ValueError(f"shot {shot.name!r} has no camera")
+    for shot in board.shots:  # a shot without a camera fails alone, when it is rendered
         specs.append(ShotRenderSpec(
-            name=shot.name, camera_name=shot.camera.name, frame_start=shot.frame_start, frame_end=shot.frame_end,
+            name=shot.name, camera_name=shot.camera.name if shot.camera is not None else "",
+            frame_start=shot.frame_start, frame_end=shot.frame_end,
             prompt=shot.prompt, seed=shot.seed, resolution=resolution, include_clay=include_clay,
             fps=scene.render.fps / scene.render.fps_base,
             shot={"shot_size": shot.shot_size, "camera_angle": shot.camera_angle,

@@ -500,8 +500,12 @@ def test_render_passes_writes_the_active_shots_bundle(scene, tmp_path):
     bundle = shot_bundle.read_bundle(shot.bundle_path)
     assert shot.bundle_path.startswith(str(tmp_path))
     assert (bundle.frame_start, bundle.frame_end) == (1, 2) and [o.name for o in bundle.objects] == ["Box"]
-    shot.camera = None
-    with pytest.raises(RuntimeError, match="has no camera"):
+    bpy.ops.cinepregen.shot_add(name="Second shot", length=2)  # becomes the active shot
+    scene.cinepregen.shots[0].camera = None  # a shot whose camera was deleted blocks no other shot
+    assert bpy.ops.cinepregen.render_passes() == {"FINISHED"}
+    assert scene.cinepregen.shots[1].status == "PASSES_READY"
+    scene.cinepregen.active_shot_index = 0
+    with pytest.raises(RuntimeError, match="'Box shot' has no camera: pick one"):
         bpy.ops.cinepregen.render_passes()
 
 

@@ -131,6 +131,15 @@ def test_write_rejects_an_invalid_bundle_in_memory(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_write_refuses_more_objects_than_a_reader_accepts(tmp_path):
+    """A shot showing 1,100 objects was written and called done, then refused when read back to be sent."""
+    bundle = make_bundle()
+    bundle.objects = [sb.BundleObject(id=i, name=f"Prop {i}") for i in range(1, 1101)]
+    with pytest.raises(sb.BundleError, match="1100 objects, more than the 1024"):
+        sb.write_bundle(bundle, tmp_path / "crowd")
+    assert not (tmp_path / "crowd").exists()
+
+
 def test_summary(folder):
     summary = sb.bundle_summary(sb.read_bundle(folder))
     assert summary["frames"] == 3 and summary["resolution"] == [W, H]

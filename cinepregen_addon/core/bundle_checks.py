@@ -130,6 +130,9 @@ def check_passes(index: int, arrays: dict[str, np.ndarray], width: int, height: 
 
 
 def check_objects(objects: list[BundleObject]) -> list[str]:
+    if len(objects) > MAX_OBJECTS:
+        return [f"objects: {len(objects)} objects, more than the {MAX_OBJECTS} a bundle may list (join or hide "
+                "small props, or frame fewer of them)"]
     problems, ids = [], set()
     for j, obj in enumerate(objects):
         if isinstance(obj.id, bool) or not isinstance(obj.id, int) or not 0 < obj.id < 2**31:

@@ -24,7 +24,6 @@ import numpy as np
 
 from .bundle_checks import (
     MAX_ARRAYS_PER_FRAME,
-    MAX_OBJECTS,
     MAX_SHOT_JSON_BYTES,
     SUPPORTED_SCHEMA_VERSIONS,
     BundleError,
@@ -282,8 +281,6 @@ def _read_objects(root: Path, entries: object, bundle: ShotBundle, read_image: I
                   ) -> tuple[list[BundleObject], list[str]]:
     if not isinstance(entries, list):
         return [], ["objects: must be a list"]
-    if len(entries) > MAX_OBJECTS:
-        return [], [f"objects: {len(entries)} objects, more than the {MAX_OBJECTS} a bundle may list"]
     objects, problems = [], []
     for j, entry in enumerate(entries):
         if not isinstance(entry, dict):
