@@ -225,10 +225,11 @@ def _set_cycles_passes(o: _Overrides, scene) -> object:
     return view_layer
 
 
-def guidance_from_passes(raw: dict[str, np.ndarray], world_to_camera: np.ndarray) -> shot_bundle.FramePasses:
-    """Convert Cycles' passes into the bundle's conventions (see the module docstring)."""
+def guidance_from_passes(raw: dict[str, np.ndarray], world_to_camera: np.ndarray,
+                         metres_per_unit: float = 1.0) -> shot_bundle.FramePasses:
+    """Convert Cycles' passes into the bundle's conventions (see the module docstring); depth in metres."""
     background = ~np.isfinite(raw["depth"]) | (raw["depth"] >= NO_HIT_DEPTH)
-    depth = np.where(background, np.float32(0.0), raw["depth"]).astype(np.float32)
+    depth = np.where(background, np.float32(0.0), raw["depth"] * np.float32(metres_per_unit)).astype(np.float32)
     rotation = np.asarray(world_to_camera, dtype=np.float32)[:3, :3]
     normal = raw["normal"] @ rotation.T
     length = np.sqrt(np.einsum("hwc,hwc->hw", normal, normal))
@@ -242,8 +243,14 @@ def guidance_from_passes(raw: dict[str, np.ndarray], world_to_camera: np.ndarray
     return shot_bundle.FramePasses(depth=depth, normal=normal, object_id=object_id, vector=vector)
 
 
+def metres_per_unit(scene) -> float:
+    """Metres in one Blender unit: the bundle is in metres, a set built in centimetres (unit scale 0.01) is not."""
+    units = scene.unit_settings
+    return float(units.scale_length) if units.system != "NONE" else 1.0
+
+
 def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot_bundle.FrameCamera:
-    """Exact intrinsics and world-to-camera extrinsics of ``camera`` at ``frame``."""
+    """Exact intrinsics and world-to-camera extrinsics of ``camera`` at ``frame``, in metres."""
     if camera.type != "CAMERA" or camera.data.type != "PERSP":
         raise ValueError(f"camera {camera.name!r} must be a perspective camera")
     scene.frame_set(frame)
@@ -254,6 +261,7 @@ def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot
         pixel_aspect_x=render.pixel_aspect_x, pixel_aspect_y=render.pixel_aspect_y,
     )
     world_to_camera = camera_geometry.world_to_camera_from_matrix_world(np.array(camera.matrix_world))
+    world_to_camera[:3, 3] *= metres_per_unit(scene)
     return shot_bundle.FrameCamera(frame=frame, K=K, world_to_camera=world_to_camera)
 
 
@@ -423,7 +431,8 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
                 cam = frame_camera(scene, camera, frame, spec.resolution)
                 if i == 0:
                     lens_mm = camera.data.lens
-                frame_passes = guidance_from_passes(read_exr_passes(exr_path, view_layer_name), cam.world_to_camera)
+                frame_passes = guidance_from_passes(read_exr_passes(exr_path, view_layer_name), cam.world_to_camera,
+                                                    metres_per_unit(scene))
                 if clay_paths is not None:
                     frame_passes.clay = _read_image_rgb(clay_paths[i])
                 cameras.append(cam)

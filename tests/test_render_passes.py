@@ -253,6 +253,26 @@ def test_flow_from_depth_agrees_with_vector_pass_on_static_geometry(shots, key):
         assert np.abs(flow[static]).max() > 1.0
 
 
+def test_a_set_built_in_centimetres_is_written_in_metres(tmp_path):
+    """The bundle is in metres: the same set with a unit scale of 0.01 (one Blender unit is a centimetre) gives
+    depth and camera positions 100x smaller (they were written in scene units: a box 7 m away read 712)."""
+    bundles = {}
+    for scale in (1.0, 0.01):
+        info = build_test_scene(n_objects=2, camera_move="truck", frame_end=2)
+        info["scene"].unit_settings.system, info["scene"].unit_settings.scale_length = "METRIC", scale
+        path = render_shot_bundle(info["scene"], ShotRenderSpec("units", info["camera"], 1, 2, resolution=(48, 27)),
+                                  tmp_path / f"x{scale:g}")
+        bundles[scale] = shot_bundle.read_bundle(path)
+    units, centimetres = bundles[1.0], bundles[0.01]
+    for a, b in zip(units.passes, centimetres.passes, strict=True):
+        np.testing.assert_allclose(b.depth, a.depth * 0.01, rtol=1e-5)
+        np.testing.assert_array_equal(b.object_id, a.object_id)
+    for a, b in zip(units.cameras, centimetres.cameras, strict=True):
+        assert abs(a.world_to_camera[:3, 3]).max() > 0.3  # the truck moves it off the origin
+        np.testing.assert_allclose(b.world_to_camera[:3, 3], a.world_to_camera[:3, 3] * 0.01, rtol=1e-6)
+        np.testing.assert_allclose(b.world_to_camera[:3, :3], a.world_to_camera[:3, :3])
+
+
 def test_render_passes_cli_writes_a_valid_bundle_from_a_saved_blend(tmp_path):
     from backend.cli import main
 
