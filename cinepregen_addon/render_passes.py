@@ -320,7 +320,8 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     ensure_object_ids(scene)  # as the render will: IDs given now must not change the fingerprint afterwards
     digest = hashlib.sha256()
     fields = {k: v for k, v in vars(spec).items() if k != "references"}
-    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
+                             default=str).encode())
     camera = scene.objects.get(spec.camera_name)
     objects = sorted(_renderable_objects(scene.objects, set()), key=lambda o: o.name)
     for obj in objects:
