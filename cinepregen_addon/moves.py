@@ -17,7 +17,7 @@ import math
 import bpy
 import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty
-from mathutils import Vector
+from mathutils import Matrix, Vector
 
 from . import move_properties, render_passes
 from .core import camera_moves, framing
@@ -62,9 +62,24 @@ def subject_box(subject, parts: list | None = None) -> np.ndarray:
         evaluated = part.evaluated_get(depsgraph)
         if part.type in render_passes.GEOMETRY_TYPES:
             corners += [tuple(evaluated.matrix_world @ Vector(c)) for c in evaluated.bound_box]
+        elif part.instance_type == "COLLECTION" and part.instance_collection is not None:
+            corners += instanced_corners(evaluated.matrix_world, part.instance_collection)
         else:
             corners.append(tuple(evaluated.matrix_world.translation))
     return np.array(corners, dtype=np.float64)
+
+
+def instanced_corners(matrix_world, collection, depth: int = 0) -> list[tuple[float, float, float]]:
+    """World-space bounding-box corners of what a collection-instance empty shows (how a linked character or prop
+    arrives): the collection's geometry, placed by the empty, nested instances included."""
+    placed = matrix_world @ Matrix.Translation(-Vector(collection.instance_offset))
+    corners = []
+    for obj in collection.all_objects:
+        if obj.type in render_passes.GEOMETRY_TYPES:
+            corners += [tuple(placed @ obj.matrix_world @ Vector(c)) for c in obj.bound_box]
+        elif obj.instance_type == "COLLECTION" and obj.instance_collection is not None and depth < 8:
+            corners += instanced_corners(placed @ obj.matrix_world, obj.instance_collection, depth + 1)
+    return corners
 
 
 def subject_centre(subject, parts: list | None = None) -> np.ndarray:
@@ -165,8 +180,8 @@ def subject_extent(subject, heading: float, aspect: float) -> tuple[np.ndarray, 
     height = float(np.ptp(corners[:, 2]))
     across = np.array([math.cos(heading), math.sin(heading), 0.0])  # the camera's right vector at this heading
     width = float(np.ptp(corners @ across))
-    if max(height, width) <= 0:
-        return np.asarray(subject.matrix_world.translation), 1.0
+    if max(height, width) <= 0:  # an empty: framed as a subject 1 m tall (a copy: the centre is moved later)
+        return np.array(subject.matrix_world.translation, dtype=np.float64), 1.0
     return (corners.min(0) + corners.max(0)) / 2.0, max(height, width / aspect)
 
 

@@ -115,3 +115,41 @@ def test_low_angle_on_a_small_subject_stays_above_the_floor(walker_scene):
     shot.camera_angle = "EYE_LEVEL"
     moves.frame_shot_subject(scene, shot)
     assert shot.framing_note == ""
+
+
+def test_a_linked_character_arriving_as_a_collection_instance_is_framed_head_to_toe(walker_scene):
+    """File > Link brings a character as an empty that instances its collection: Frame Subject frames what the empty
+    shows (here a 1.8 m figure, placed, scaled and nested one level), and a plain empty (an aim null) frames too."""
+    from cinepregen_addon import moves, shots
+    from cinepregen_addon.core.camera_geometry import intrinsics_from_blender, project_points
+    from cinepregen_addon.core.camera_geometry import world_to_camera_from_matrix_world as w2c_of
+    from cinepregen_addon.core.camera_pose import sample_to_matrix_world
+
+    scene, _, _ = walker_scene
+    figure = bpy.data.collections.new("Figure")
+    mesh = bpy.data.meshes.new("Body")
+    mesh.from_pydata([(x, y, z) for x in (-0.25, 0.25) for y in (-0.15, 0.15) for z in (0, 1.8)], [],
+                     [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+    figure.objects.link(bpy.data.objects.new("Body", mesh))
+    hero = bpy.data.collections.new("Hero")  # the linked collection holds an instance of the figure
+    inner = bpy.data.objects.new("Figure instance", None)
+    inner.instance_type, inner.instance_collection = "COLLECTION", figure
+    hero.objects.link(inner)
+    linked = bpy.data.objects.new("Hero", None)
+    linked.instance_type, linked.instance_collection, linked.location = "COLLECTION", hero, (-6.0, 15.0, 0.0)
+    scene.collection.objects.link(linked)
+    shot = shots.add_shot(scene, "Linked hero", length=2)
+    shot.subject, shot.shot_size, shot.lens_mm, shot.start_rotation = linked, "FS", 35.0, (0.0, 0.0, 0.0)
+    pose = moves.frame_shot_subject(scene, shot)
+    K = intrinsics_from_blender(35.0, 36.0, 24.0, "AUTO", 64, 36)
+    uv, depth = project_points(K, w2c_of(sample_to_matrix_world(pose)), np.array([(-6.0, 15.0, 0.0),
+                                                                                 (-6.0, 15.0, 1.8)]))
+    assert np.all(depth > 0) and uv[:, 1].min() >= 0 and uv[:, 1].max() <= 36  # head and feet inside
+    assert uv[:, 1].max() - uv[:, 1].min() > 0.6 * 36  # and it fills the height, as a full shot does
+
+    null = bpy.data.objects.new("Aim", None)
+    null.location = (4.0, 12.0, 1.0)
+    scene.collection.objects.link(null)
+    for size in ("MS", "CU"):  # a read-only centre made these fail
+        shot.subject, shot.shot_size = null, size
+        moves.frame_shot_subject(scene, shot)
