@@ -9,6 +9,33 @@ from .core.camera_pose import CameraSample
 
 KEY_EPSILON = 1e-3
 OBJECT_CHANNELS = (("location", 3), ("rotation_euler", 3))
+# constraints that move or aim a camera over its own channels, so a keyed move does not show as keyed
+OVERRIDING_CONSTRAINTS = {"TRACK_TO", "DAMPED_TRACK", "LOCKED_TRACK", "COPY_ROTATION", "COPY_LOCATION",
+                          "COPY_TRANSFORMS", "CHILD_OF", "FOLLOW_PATH", "TRANSFORM", "PIVOT"}
+
+
+def keyable_camera(camera) -> None:
+    """Put the camera in XYZ Euler rotation, which the moves key (a camera in quaternion or axis-angle mode, as a
+    glTF import leaves them, ignores rotation_euler: a 30 degree pan turned it 0), keeping its orientation."""
+    if camera.rotation_mode != "XYZ":
+        rotation = camera.matrix_basis.to_quaternion()
+        camera.rotation_mode = "XYZ"
+        camera.rotation_euler = rotation.to_euler("XYZ")
+
+
+def move_warnings(camera) -> list[str]:
+    """What keeps a keyed move from showing as keyed on this camera: a parent (the move is keyed in its space) or
+    a constraint that moves or aims the camera."""
+    warnings = []
+    if camera.parent is not None:
+        warnings.append(f"camera {camera.name!r} is parented to {camera.parent.name!r}: its move is keyed relative "
+                        "to the parent and travels with it (unparent it, keeping its transform, for moves in the set)")
+    overriding = [c.name for c in camera.constraints
+                  if c.type in OVERRIDING_CONSTRAINTS and c.enabled and c.influence > 0]
+    if overriding:
+        warnings.append(f"camera {camera.name!r}: constraint {', '.join(overriding)} overrides the keyed move; "
+                        "mute it to see the move")
+    return warnings
 
 
 def fcurves_of(id_data, create: bool = False):
@@ -73,6 +100,7 @@ def write_camera_samples(camera, samples: list[CameraSample]) -> None:
     """Key location and rotation on the camera object and the lens on its data, one key per sample frame."""
     if not samples:
         return
+    keyable_camera(camera)
     frames = [s.frame for s in samples]
     first, last = frames[0], frames[-1]
     for data_path, size in OBJECT_CHANNELS:

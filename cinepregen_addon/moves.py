@@ -24,7 +24,7 @@ from .core import camera_moves, framing
 from .core.camera_moves import MoveSpec
 from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
 from .core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
-from .keyframes import write_camera_samples
+from .keyframes import move_warnings, write_camera_samples
 from .shots import ShotOperator, capture_start_pose, shot_at
 
 
@@ -271,6 +271,8 @@ class CINEPREGEN_OT_apply_move(ShotOperator, bpy.types.Operator):
             capture_start_pose(shot)
         samples = apply_shot_move(context.scene, shot)
         self.report({"INFO"}, f"{shot.name}: keyed {len(samples)} frames")
+        for warning in move_warnings(shot.camera):
+            self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
 
@@ -293,6 +295,8 @@ class CINEPREGEN_OT_set_move(ShotOperator, bpy.types.Operator):
         shot = shot_at(context.scene)
         shot.move_json = json.dumps(MoveSpec(self.kind, {}, self.easing).to_dict())
         apply_shot_move(context.scene, shot)
+        for warning in move_warnings(shot.camera):
+            self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
 
@@ -307,6 +311,8 @@ class CINEPREGEN_OT_frame_subject(ShotOperator, bpy.types.Operator):
         frame_shot_subject(context.scene, shot)
         if shot.framing_note:
             self.report({"WARNING"}, f"{shot.name}: {shot.framing_note}")
+        for warning in move_warnings(shot.camera):
+            self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
 

@@ -16,7 +16,7 @@ from mathutils import Matrix
 
 from .core.model_choice import FALLBACK_SHOT_LENGTH
 from .core.names import next_shot_name, unique_name
-from .keyframes import remove_keys
+from .keyframes import keyable_camera, remove_keys
 
 VIEWPORT_SENSOR_MM = 72.0  # the 3D View's lens is measured against a 72 mm sensor (a camera's default is 36 mm)
 
@@ -69,6 +69,7 @@ def new_camera(scene, name: str, matrix_world: Matrix | None = None, lens_mm: fl
 def capture_start_pose(shot) -> None:
     """The camera's current transform and lens become the start of the shot's global move."""
     camera = shot.camera
+    keyable_camera(camera)
     shot.start_location = camera.location
     shot.start_rotation = camera.rotation_euler
     shot.lens_mm = camera.data.lens

@@ -215,6 +215,37 @@ def test_apply_move_keys_match_camera_move_samples_at_every_frame(scene):
     np.testing.assert_allclose(camera_state(camera, 50)[:3], (9.0, 9.0, 9.0))
 
 
+def test_a_camera_in_quaternion_mode_pans_and_what_overrides_a_move_is_named(scene):
+    """glTF imports leave cameras in quaternion mode, which ignores the keyed Euler rotation: the camera is put in
+    XYZ Euler with its orientation kept, and the pan turns it. A Track To constraint or a parent is named."""
+    from cinepregen_addon import keyframes
+
+    bpy.ops.cinepregen.shot_add(name="Quat", length=4)
+    shot = scene.cinepregen.shots[0]
+    camera = shot.camera
+    facing = camera.matrix_world.to_quaternion()
+    camera.rotation_mode = "QUATERNION"
+    camera.rotation_quaternion = facing
+    shot.move_json = json.dumps({"kind": "pan", "params": {"angle_deg": 30.0}, "easing": "linear"})
+    assert bpy.ops.cinepregen.apply_move(capture_start=True) == {"FINISHED"}
+    assert camera.rotation_mode == "XYZ"
+    turned = []
+    for frame in (shot.frame_start, shot.frame_end):
+        scene.frame_set(frame)
+        turned.append(camera.matrix_world.to_quaternion())
+    assert turned[0].rotation_difference(facing).angle < 1e-4  # it starts where it was
+    assert math.degrees(turned[0].rotation_difference(turned[1]).angle) == pytest.approx(30.0, abs=0.5)
+    assert keyframes.move_warnings(camera) == []
+    aim = camera.constraints.new("TRACK_TO")
+    rig = bpy.data.objects.new("Rig", None)
+    scene.collection.objects.link(rig)
+    camera.parent = rig
+    warnings = keyframes.move_warnings(camera)
+    assert any(aim.name in w and "mute it" in w for w in warnings) and any("parented to 'Rig'" in w for w in warnings)
+    aim.mute = True
+    assert not any(aim.name in w for w in keyframes.move_warnings(camera))
+
+
 def test_bad_move_json_is_reported_not_raised(scene):
     bpy.ops.cinepregen.shot_add(name="A", length=5)
     shot = scene.cinepregen.shots[0]
