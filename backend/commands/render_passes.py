@@ -149,7 +149,8 @@ def add_parser(subparsers):
     which.add_argument("--all", action="store_true", help="render every shot of the storyboard")
     which.add_argument("--camera", help="camera object to render from (a plain .blend, no storyboard)")
     parser.add_argument("--frames", type=_frame_range,
-                        help="START:END with --camera (default: the scene's frame range)")
+                        help="START:END with --camera (default: the scene's frame range); a range that starts "
+                             "before 0 is given as --frames=-20:-1")
     parser.add_argument("--name", help="shot name with --camera (default: the camera's name)")
     parser.add_argument("--prompt", default="", help="prompt stored in the bundle with --camera")
     parser.add_argument("--seed", type=int, default=0, help="seed stored in the bundle with --camera")
