@@ -175,6 +175,11 @@ def _set_common(o: _Overrides, scene, spec: ShotRenderSpec, camera, filepath: st
     o.set(render, "use_compositing", False)
     o.set(render, "use_sequencer", False)
     o.set(render, "use_motion_blur", False)
+    o.set(render, "use_multiview", False)  # stereo views would write one image per eye, under other names
+    # square pixels: Blender 5.0.1 cannot write a multilayer EXR with another pixel aspect ("Error writing render
+    # result"); the bundle's intrinsics say so (frame_camera)
+    o.set(render, "pixel_aspect_x", 1.0)
+    o.set(render, "pixel_aspect_y", 1.0)
     o.set(render, "use_file_extension", True)
     o.set(render, "use_overwrite", True)
     o.set(render, "filepath", filepath)
@@ -250,15 +255,15 @@ def metres_per_unit(scene) -> float:
 
 
 def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot_bundle.FrameCamera:
-    """Exact intrinsics and world-to-camera extrinsics of ``camera`` at ``frame``, in metres."""
+    """Exact intrinsics (square pixels, as the passes are rendered: ``_set_common``) and world-to-camera extrinsics
+    of ``camera`` at ``frame``, in metres."""
     if camera.type != "CAMERA" or camera.data.type != "PERSP":
         raise ValueError(f"camera {camera.name!r} must be a perspective camera")
     scene.frame_set(frame)
-    data, render = camera.data, scene.render
+    data = camera.data
     K = camera_geometry.intrinsics_from_blender(
         data.lens, data.sensor_width, data.sensor_height, data.sensor_fit, resolution[0], resolution[1],
         shift_x=data.shift_x, shift_y=data.shift_y,
-        pixel_aspect_x=render.pixel_aspect_x, pixel_aspect_y=render.pixel_aspect_y,
     )
     world_to_camera = camera_geometry.world_to_camera_from_matrix_world(np.array(camera.matrix_world))
     world_to_camera[:3, 3] *= metres_per_unit(scene)

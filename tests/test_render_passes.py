@@ -273,6 +273,21 @@ def test_a_set_built_in_centimetres_is_written_in_metres(tmp_path):
         np.testing.assert_allclose(b.world_to_camera[:3, :3], a.world_to_camera[:3, :3])
 
 
+def test_non_square_pixels_and_stereo_views_render_square_single_view_passes(tmp_path):
+    """A pixel aspect of 2:1 failed every frame (Blender 5.0.1 cannot write such a multilayer EXR) and stereo views
+    wrote no image under the expected name: the passes render with square pixels, one view, and say so in K."""
+    info = build_test_scene(n_objects=2, frame_end=2)
+    scene, render = info["scene"], info["scene"].render
+    render.pixel_aspect_x, render.use_multiview = 2.0, True
+    path = render_shot_bundle(scene, ShotRenderSpec("anamorphic", info["camera"], 1, 2, resolution=(48, 27)),
+                              tmp_path / "anamorphic")
+    bundle = shot_bundle.read_bundle(path)
+    K = bundle.cameras[0].K
+    assert K[0, 0] == pytest.approx(K[1, 1])  # square pixels
+    assert (render.pixel_aspect_x, render.use_multiview) == (2.0, True)  # the artist's settings come back
+    assert all((p.depth > 0).mean() > 0.5 for p in bundle.passes)
+
+
 def test_render_passes_cli_writes_a_valid_bundle_from_a_saved_blend(tmp_path):
     from backend.cli import main
 
