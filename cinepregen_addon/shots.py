@@ -53,9 +53,16 @@ def activate_shot(scene, index: int) -> None:
         scene.frame_set(shot.frame_start)
 
 
-def new_camera(scene, name: str, matrix_world: Matrix | None = None, lens_mm: float = 50.0):
-    data = bpy.data.cameras.new(name)
-    data.lens = lens_mm
+def new_camera(scene, name: str, matrix_world: Matrix | None = None, lens_mm: float = 50.0, like=None):
+    """A camera for a shot; ``like`` (camera data) gives it that camera's lens, sensor, clipping and shift, so the
+    shot sees what the scene camera sees (lens alone changed the field of view and clipped large sets)."""
+    data = like.copy() if like is not None else bpy.data.cameras.new(name)
+    if like is not None:
+        data.name = name
+        data.animation_data_clear()  # the shot keys its own lens
+        data.type = "PERSP"  # what the moves and the passes work with, whatever the scene camera is
+    else:
+        data.lens = lens_mm
     camera = bpy.data.objects.new(name, data)
     scene.collection.objects.link(camera)
     if matrix_world is not None:
@@ -103,8 +110,9 @@ def add_shot(scene, name: str = "", camera=None, length: int = 0):
     shot.name = unique_name(name, taken) if name else next_shot_name(taken, len(board.shots))
     if camera is None:
         source = scene.camera
+        like = source.data if source is not None and source.type == "CAMERA" else None
         camera = new_camera(scene, f"CAM_{shot.name}", source.matrix_world.copy() if source else None,
-                            source.data.lens if source is not None and source.type == "CAMERA" else 50.0)
+                            like=like)
     shot.camera = camera
     shot.frame_start, shot.frame_end = start, start + length - 1
     capture_start_pose(shot)

@@ -246,6 +246,24 @@ def test_a_camera_in_quaternion_mode_pans_and_what_overrides_a_move_is_named(sce
     assert not any(aim.name in w for w in keyframes.move_warnings(camera))
 
 
+def test_add_shot_gives_the_new_camera_what_the_scene_camera_sees(scene):
+    """Sensor, fit, shift and clipping come along with the lens (a set at 300 m was clipped at the default 100 m,
+    and another sensor changed the field of view); the copy is perspective and keys its own lens."""
+    source = bpy.data.objects.new("Set camera", bpy.data.cameras.new("Set camera"))
+    scene.collection.objects.link(source)
+    scene.camera = source
+    data = source.data
+    data.lens, data.sensor_width, data.sensor_height, data.sensor_fit = 32.0, 24.89, 18.66, "VERTICAL"
+    data.shift_x, data.clip_start, data.clip_end = 0.1, 0.5, 800.0
+    data.keyframe_insert("lens", frame=1)
+    bpy.ops.cinepregen.shot_add(name="Wide", length=3)
+    new = scene.cinepregen.shots[-1].camera.data
+    assert new != data and new.type == "PERSP" and new.animation_data is None
+    assert (new.lens, new.sensor_fit, new.clip_end) == (32.0, "VERTICAL", 800.0)
+    assert (new.sensor_width, new.sensor_height, new.shift_x, new.clip_start) == pytest.approx(
+        (24.89, 18.66, 0.1, 0.5))
+
+
 def test_bad_move_json_is_reported_not_raised(scene):
     bpy.ops.cinepregen.shot_add(name="A", length=5)
     shot = scene.cinepregen.shots[0]
