@@ -42,8 +42,23 @@ def bundle_render_steps(scene, index: int, fingerprint: str | None = None) -> Ge
     shot = scene.cinepregen.shots[index]  # the collection may have been reallocated meanwhile
     shot.bundle_path = str(folder)
     shot.bundle_fingerprint = fingerprint
-    shot.status, shot.status_message = "PASSES_READY", f"bundle in {folder}"
+    shot.status, shot.status_message = "PASSES_READY", f"bundle in {folder}{untracked_note(folder)}"
     return folder
+
+
+UNTRACKED_NOTE_SHARE = 0.01  # of the picture
+
+
+def untracked_note(folder: Path) -> str:
+    """A warning for the status line when part of what the camera sees carries no object ID."""
+    try:
+        share = json.loads((Path(folder) / "shot.json").read_text(encoding="utf-8"))["shot"]["untracked_geometry"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    if not isinstance(share, int | float) or share < UNTRACKED_NOTE_SHARE:
+        return ""
+    return (f"; {share:.0%} of the picture shows geometry without an object ID (grease pencil, instances of objects "
+            "hidden from the render): it is painted as background")
 
 
 def fresh_bundle(scene, index: int, fingerprint: str) -> Path | None:

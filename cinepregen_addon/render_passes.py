@@ -92,6 +92,31 @@ def _renderable_objects(objects, seen: set) -> list:
     return found
 
 
+def scene_objects(scene) -> list:
+    """Every object the scene's render shows with its own pass index: ``_renderable_objects`` and the sources of
+    instances made by particles or geometry nodes, which render even when hidden themselves or kept out of the
+    scene (hair and scatter setups): without an ID they read as background where they are seen."""
+    seen: set[str] = set()
+    found = _renderable_objects(scene.objects, seen)
+    sources = []
+    for obj in scene.objects:  # particles: hair shows as strands in the viewport, so ask their settings
+        for system in getattr(obj, "particle_systems", ()):
+            settings = system.settings
+            if settings.render_type == "OBJECT" and settings.instance_object is not None:
+                sources.append(settings.instance_object)
+            elif settings.render_type == "COLLECTION" and settings.instance_collection is not None:
+                sources += settings.instance_collection.all_objects
+    if bpy.context.scene == scene:  # geometry nodes: what the evaluated scene instances
+        sources += [i.object.original for i in bpy.context.evaluated_depsgraph_get().object_instances
+                    if i.is_instance]
+    shapes = bone_shapes()
+    for source in sources:
+        if source.type in GEOMETRY_TYPES and source.name not in seen and source.name not in shapes:
+            seen.add(source.name)
+            found.append(source)
+    return found
+
+
 def bone_shapes() -> set[str]:
     """Names of the objects pose bones use as custom display shapes."""
     return {bone.custom_shape.name for obj in bpy.data.objects if obj.type == "ARMATURE" and obj.pose
@@ -100,7 +125,7 @@ def bone_shapes() -> set[str]:
 
 def objects_without_ids(scene) -> list[str]:
     """Renderable objects that have no stable ID yet (the next render gives them one)."""
-    return [o.name for o in _renderable_objects(scene.objects, set()) if not isinstance(o.get(ID_PROPERTY), int)]
+    return [o.name for o in scene_objects(scene) if not isinstance(o.get(ID_PROPERTY), int)]
 
 
 def ensure_object_ids(scene) -> dict[str, int]:
@@ -109,7 +134,7 @@ def ensure_object_ids(scene) -> dict[str, int]:
     IDs live on the objects (custom property), so they survive saving and are the same in every shot of the
     board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one.
     """
-    objects = sorted(_renderable_objects(scene.objects, set()), key=lambda o: o.name)
+    objects = sorted(scene_objects(scene), key=lambda o: o.name)
     ids: dict[str, int] = {}
     taken: set[int] = set()
     new = []
@@ -248,6 +273,12 @@ def guidance_from_passes(raw: dict[str, np.ndarray], world_to_camera: np.ndarray
     return shot_bundle.FramePasses(depth=depth, normal=normal, object_id=object_id, vector=vector)
 
 
+def untracked_share(passes: list[shot_bundle.FramePasses]) -> float:
+    """Share of the shot's pixels that show geometry (depth) under no object ID: what Cycles renders without a
+    pass index (grease pencil, instances of objects hidden from the render) reads as background to a model."""
+    return float(np.mean([((p.depth > 0) & (p.object_id == 0)).mean() for p in passes])) if passes else 0.0
+
+
 def metres_per_unit(scene) -> float:
     """Metres in one Blender unit: the bundle is in metres, a set built in centimetres (unit scale 0.01) is not."""
     units = scene.unit_settings
@@ -328,7 +359,7 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
                              default=str).encode())
     camera = scene.objects.get(spec.camera_name)
-    objects = sorted(_renderable_objects(scene.objects, set()), key=lambda o: o.name)
+    objects = sorted(scene_objects(scene), key=lambda o: o.name)
     for obj in objects:
         reference = _reference_path(obj, spec)
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
@@ -462,7 +493,8 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
 
     data = camera.data
     shot = {"camera_name": camera.name, "lens_mm": lens_mm,
-            "sensor_mm": [data.sensor_width, data.sensor_height], **spec.shot}
+            "sensor_mm": [data.sensor_width, data.sensor_height],
+            "untracked_geometry": round(untracked_share(passes), 4), **spec.shot}
     bundle = shot_bundle.ShotBundle(
         name=spec.name, fps=spec.fps, width=spec.resolution[0], height=spec.resolution[1],
         frame_start=spec.frame_start, frame_end=spec.frame_end, cameras=cameras, passes=passes, objects=objects,

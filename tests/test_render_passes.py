@@ -288,6 +288,54 @@ def test_non_square_pixels_and_stereo_views_render_square_single_view_passes(tmp
     assert all((p.depth > 0).mean() > 0.5 for p in bundle.passes)
 
 
+def test_geometry_nodes_instances_get_ids_and_geometry_without_one_is_reported(tmp_path):
+    """A scatter made with geometry nodes from an object kept out of the scene renders with that object's ID (it
+    read as background); what still renders without an ID (hair particles of an object hidden from the render) is
+    measured in the bundle and named on the shot's status line."""
+    from cinepregen_addon import bundles
+
+    info = build_test_scene(n_objects=0, frame_end=1)
+    scene = info["scene"]
+    loose = bpy.data.objects.new("Loose rock", bpy.data.meshes.new("Loose rock"))  # in no scene
+    loose.data.from_pydata([(x, y, z) for x in (-0.3, 0.3) for y in (-0.3, 0.3) for z in (-0.3, 0.3)], [],
+                           [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+    host = bpy.data.objects.new("Scatter", bpy.data.meshes.new("Scatter"))
+    host.data.from_pydata([(-1.0, 5.0, 0.0), (1.0, 5.0, 0.0)], [], [])
+    scene.collection.objects.link(host)
+    tree = bpy.data.node_groups.new("Scatter", "GeometryNodeTree")
+    tree.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    tree.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    into, out = tree.nodes.new("NodeGroupInput"), tree.nodes.new("NodeGroupOutput")
+    place, source = tree.nodes.new("GeometryNodeInstanceOnPoints"), tree.nodes.new("GeometryNodeObjectInfo")
+    source.inputs["Object"].default_value, source.inputs["As Instance"].default_value = loose, True
+    tree.links.new(into.outputs[0], place.inputs["Points"])
+    tree.links.new(source.outputs["Geometry"], place.inputs["Instance"])
+    tree.links.new(place.outputs[0], out.inputs[0])
+    host.modifiers.new("Scatter", "NODES").node_group = tree
+    path = render_shot_bundle(scene, ShotRenderSpec("scatter", info["camera"], 1, 1, resolution=(48, 27)),
+                              tmp_path / "scatter")
+    bundle = shot_bundle.read_bundle(path)
+    rock = next(o.id for o in bundle.objects if o.name == "Loose rock")
+    passes = bundle.passes[0]
+    assert (passes.object_id == rock).sum() > 20 and not ((passes.depth > 0) & (passes.object_id == 0)).any()
+    assert bundle.shot["untracked_geometry"] == 0 and bundles.untracked_note(path) == ""
+
+    pebble = bpy.data.objects.new("Pebble", loose.data)
+    scene.collection.objects.link(pebble)
+    pebble.hide_render = True
+    host.modifiers.clear()
+    emitter = bpy.data.objects.new("Ground", bpy.data.meshes.new("Ground"))
+    emitter.data.from_pydata([(-2, 4, -1), (2, 4, -1), (2, 6, 1), (-2, 6, 1)], [], [(0, 1, 2, 3)])
+    scene.collection.objects.link(emitter)
+    hair = emitter.modifiers.new("Hair", "PARTICLE_SYSTEM").particle_system.settings
+    hair.type, hair.count, hair.render_type, hair.instance_object = "HAIR", 60, "OBJECT", pebble
+    emitter.show_instancer_for_render = False
+    path = render_shot_bundle(scene, ShotRenderSpec("hair", info["camera"], 1, 1, resolution=(48, 27)),
+                              tmp_path / "hair")
+    share = shot_bundle.read_bundle(path).shot["untracked_geometry"]  # Cycles draws these without an index
+    assert share >= bundles.UNTRACKED_NOTE_SHARE and "without an object ID" in bundles.untracked_note(path)
+
+
 def test_render_passes_cli_writes_a_valid_bundle_from_a_saved_blend(tmp_path):
     from backend.cli import main
 
