@@ -19,12 +19,13 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty
 from mathutils import Matrix, Vector
 
-from . import move_properties, render_passes
+from . import move_properties
 from .core import camera_moves, framing
 from .core.camera_moves import MoveSpec
 from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
 from .core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
 from .keyframes import move_warnings, write_camera_samples
+from .object_ids import GEOMETRY_TYPES
 from .shots import ShotOperator, capture_start_pose, shot_at
 
 
@@ -40,9 +41,9 @@ def shot_adjustments(shot) -> LocalAdjustments:
 def subject_parts(subject) -> list:
     """What the camera frames of a subject: the object and, for a rig or an empty, the meshes it carries or
     deforms (an imported character is an armature with its meshes parented or skinned to it)."""
-    parts = [subject] if subject.type in render_passes.GEOMETRY_TYPES else []
+    parts = [subject] if subject.type in GEOMETRY_TYPES else []
     for obj in bpy.data.objects:
-        if obj is subject or obj.type not in render_passes.GEOMETRY_TYPES:
+        if obj is subject or obj.type not in GEOMETRY_TYPES:
             continue
         deformed = any(m.type == "ARMATURE" and m.object is subject for m in getattr(obj, "modifiers", ()))
         parent = obj.parent
@@ -60,7 +61,7 @@ def subject_box(subject, parts: list | None = None) -> np.ndarray:
     corners = []
     for part in parts or subject_parts(subject):
         evaluated = part.evaluated_get(depsgraph)
-        if part.type in render_passes.GEOMETRY_TYPES:
+        if part.type in GEOMETRY_TYPES:
             corners += [tuple(evaluated.matrix_world @ Vector(c)) for c in evaluated.bound_box]
         elif part.instance_type == "COLLECTION" and part.instance_collection is not None:
             corners += instanced_corners(evaluated.matrix_world, part.instance_collection)
@@ -75,7 +76,7 @@ def instanced_corners(matrix_world, collection, depth: int = 0) -> list[tuple[fl
     placed = matrix_world @ Matrix.Translation(-Vector(collection.instance_offset))
     corners = []
     for obj in collection.all_objects:
-        if obj.type in render_passes.GEOMETRY_TYPES:
+        if obj.type in GEOMETRY_TYPES:
             corners += [tuple(placed @ obj.matrix_world @ Vector(c)) for c in obj.bound_box]
         elif obj.instance_type == "COLLECTION" and obj.instance_collection is not None and depth < 8:
             corners += instanced_corners(placed @ obj.matrix_world, obj.instance_collection, depth + 1)

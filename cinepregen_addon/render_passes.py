@@ -32,14 +32,11 @@ import numpy as np
 
 from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
+from .object_ids import ID_PROPERTY, ensure_object_ids, scene_objects
+from .render_settings import Overrides, set_clay, set_common, set_cycles_passes
 
-ID_PROPERTY = "cinepregen_id"
 REFERENCE_PROPERTY = "cinepregen_reference"
-PASS_MATERIAL = "CinePreGen Pass Surface"
-CLAY_MATERIAL = "CinePreGen Clay"
-CLAY_SAMPLES = 4
 DEFAULT_RESOLUTION = (128, 72)
-GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
 NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 where a ray hits nothing
 
 @dataclass
@@ -73,188 +70,6 @@ class ShotRenderSpec:
 ProgressFn = Callable[[float, str], None]
 
 
-def _renderable_objects(objects, seen: set) -> list:
-    """Geometry objects that render, including those a collection instance brings in (they render with their own
-    index). Objects hidden from the render and bone display shapes (the helper meshes armatures, and the glTF
-    importer's rigs, draw bones with) are not part of the shot."""
-    found = []
-    shapes = None
-    for obj in objects:
-        if obj.name in seen:
-            continue
-        seen.add(obj.name)
-        if obj.type in GEOMETRY_TYPES and not obj.hide_render:
-            shapes = bone_shapes() if shapes is None else shapes
-            if obj.name not in shapes:
-                found.append(obj)
-        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
-            found += _renderable_objects(obj.instance_collection.all_objects, seen)
-    return found
-
-
-def scene_objects(scene) -> list:
-    """Every object the scene's render shows with its own pass index: ``_renderable_objects`` and the sources of
-    instances made by particles or geometry nodes, which render even when hidden themselves or kept out of the
-    scene (hair and scatter setups): without an ID they read as background where they are seen."""
-    seen: set[str] = set()
-    found = _renderable_objects(scene.objects, seen)
-    sources = []
-    for obj in scene.objects:  # particles: hair shows as strands in the viewport, so ask their settings
-        for system in getattr(obj, "particle_systems", ()):
-            settings = system.settings
-            if settings.render_type == "OBJECT" and settings.instance_object is not None:
-                sources.append(settings.instance_object)
-            elif settings.render_type == "COLLECTION" and settings.instance_collection is not None:
-                sources += settings.instance_collection.all_objects
-    if bpy.context.scene == scene:  # geometry nodes: what the evaluated scene instances
-        sources += [i.object.original for i in bpy.context.evaluated_depsgraph_get().object_instances
-                    if i.is_instance]
-    shapes = bone_shapes()
-    for source in sources:
-        if source.type in GEOMETRY_TYPES and source.name not in seen and source.name not in shapes:
-            seen.add(source.name)
-            found.append(source)
-    return found
-
-
-def bone_shapes() -> set[str]:
-    """Names of the objects pose bones use as custom display shapes."""
-    return {bone.custom_shape.name for obj in bpy.data.objects if obj.type == "ARMATURE" and obj.pose
-            for bone in obj.pose.bones if bone.custom_shape is not None}
-
-
-def objects_without_ids(scene) -> list[str]:
-    """Renderable objects that have no stable ID yet (the next render gives them one)."""
-    return [o.name for o in scene_objects(scene) if not isinstance(o.get(ID_PROPERTY), int)]
-
-
-def ensure_object_ids(scene) -> dict[str, int]:
-    """Give every renderable object of the scene (instanced ones too) a stable ID and use it as its pass index.
-
-    IDs live on the objects (custom property), so they survive saving and are the same in every shot of the
-    board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one.
-    """
-    objects = sorted(scene_objects(scene), key=lambda o: o.name)
-    ids: dict[str, int] = {}
-    taken: set[int] = set()
-    new = []
-    for obj in objects:
-        value = obj.get(ID_PROPERTY)
-        if isinstance(value, int) and 0 < value < 32768 and value not in taken:
-            ids[obj.name] = value
-            taken.add(value)
-        else:
-            new.append(obj)
-    next_id = max(taken, default=0) + 1
-    for obj in new:
-        while next_id in taken:
-            next_id += 1
-        if next_id >= 32768:
-            raise ValueError("too many objects: pass indices stop at 32767")
-        obj[ID_PROPERTY] = next_id
-        ids[obj.name] = next_id
-        taken.add(next_id)
-    for obj in objects:
-        if obj.pass_index != ids[obj.name]:
-            obj.pass_index = ids[obj.name]
-    return ids
-
-
-class _Overrides:
-    """Set attributes for the duration of a render and put the artist's values back afterwards."""
-
-    def __init__(self):
-        self._saved = []
-
-    def set(self, owner, attr: str, value) -> None:
-        self._saved.append((owner, attr, getattr(owner, attr)))
-        setattr(owner, attr, value)
-
-    def restore(self) -> None:
-        for owner, attr, value in reversed(self._saved):
-            setattr(owner, attr, value)
-        self._saved.clear()
-
-
-def _set_exr_output(o: _Overrides, image_settings) -> None:
-    if hasattr(image_settings, "media_type"):  # 5.x chooses single or multilayer here
-        o.set(image_settings, "media_type", "MULTI_LAYER_IMAGE")
-    o.set(image_settings, "file_format", "OPEN_EXR_MULTILAYER")
-    o.set(image_settings, "color_depth", "32")
-    o.set(image_settings, "exr_codec", "NONE")  # temporary files, and what read_exr_channels reads
-
-
-def _set_common(o: _Overrides, scene, spec: ShotRenderSpec, camera, filepath: str) -> None:
-    render = scene.render
-    for marker in scene.timeline_markers:  # bound markers would switch cameras mid-shot
-        if marker.camera is not None:
-            o.set(marker, "camera", None)
-    o.set(scene, "camera", camera)  # after the markers: unbinding one may switch the scene camera
-    o.set(scene, "frame_start", spec.frame_start)
-    o.set(scene, "frame_end", spec.frame_end)
-    o.set(scene, "frame_step", 1)
-    o.set(render, "resolution_x", spec.resolution[0])
-    o.set(render, "resolution_y", spec.resolution[1])
-    o.set(render, "resolution_percentage", 100)
-    o.set(render, "use_border", False)
-    o.set(render, "use_compositing", False)
-    o.set(render, "use_sequencer", False)
-    o.set(render, "use_motion_blur", False)
-    o.set(render, "use_multiview", False)  # stereo views would write one image per eye, under other names
-    # square pixels: Blender 5.0.1 cannot write a multilayer EXR with another pixel aspect ("Error writing render
-    # result"); the bundle's intrinsics say so (frame_camera)
-    o.set(render, "pixel_aspect_x", 1.0)
-    o.set(render, "pixel_aspect_y", 1.0)
-    o.set(render, "use_file_extension", True)
-    o.set(render, "use_overwrite", True)
-    o.set(render, "filepath", filepath)
-    for name in bone_shapes():  # display helpers, not part of the shot
-        o.set(bpy.data.objects[name], "hide_render", True)
-
-
-def _override_material(name: str, shader: str, output: str):
-    """The material ``name`` (made once): one ``shader`` node into the surface output."""
-    material = bpy.data.materials.get(name)
-    if material is None:
-        material = bpy.data.materials.new(name)
-        if material.node_tree is None:  # 4.5: a material has no node tree until it uses nodes
-            material.use_nodes = True
-        nodes = material.node_tree.nodes
-        nodes.clear()
-        node = nodes.new(shader)
-        material.node_tree.links.new(node.outputs[output], nodes.new("ShaderNodeOutputMaterial").inputs["Surface"])
-    return material
-
-
-def _pass_material():
-    """An emission-only surface for every object during the pass render: the passes do not depend on shading,
-    and skipping BSDF evaluation and light sampling makes the render about three times faster."""
-    return _override_material(PASS_MATERIAL, "ShaderNodeEmission", "Emission")
-
-
-def _set_cycles_passes(o: _Overrides, scene) -> object:
-    render, cycles = scene.render, scene.cycles
-    o.set(render, "engine", "CYCLES")
-    o.set(render, "use_persistent_data", True)  # keep the BVH between frames of the animation render
-    o.set(cycles, "device", "CPU")
-    o.set(cycles, "samples", 1)
-    o.set(cycles, "use_adaptive_sampling", False)
-    o.set(cycles, "use_denoising", False)
-    o.set(cycles, "pixel_filter_type", "BOX")
-    o.set(cycles, "filter_width", 0.01)
-    for bounces in ("max_bounces", "diffuse_bounces", "glossy_bounces", "transmission_bounces",
-                    "volume_bounces", "transparent_max_bounces"):
-        o.set(cycles, bounces, 0)
-    _set_exr_output(o, render.image_settings)
-    view_layer = scene.view_layers[0]
-    for layer in scene.view_layers:
-        o.set(layer, "use", layer == view_layer)
-    for flag in ("use_pass_z", "use_pass_normal", "use_pass_object_index", "use_pass_vector"):
-        o.set(view_layer, flag, True)
-    o.set(view_layer, "material_override", _pass_material())
-    return view_layer
-
-
 def guidance_from_passes(raw: dict[str, np.ndarray], world_to_camera: np.ndarray,
                          metres_per_unit: float = 1.0) -> shot_bundle.FramePasses:
     """Convert Cycles' passes into the bundle's conventions (see the module docstring); depth in metres."""
@@ -286,7 +101,7 @@ def metres_per_unit(scene) -> float:
 
 
 def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot_bundle.FrameCamera:
-    """Exact intrinsics (square pixels, as the passes are rendered: ``_set_common``) and world-to-camera extrinsics
+    """Exact intrinsics (square pixels, as the passes are rendered: ``set_common``) and world-to-camera extrinsics
     of ``camera`` at ``frame``, in metres."""
     if camera.type != "CAMERA" or camera.data.type != "PERSP":
         raise ValueError(f"camera {camera.name!r} must be a perspective camera")
@@ -314,38 +129,6 @@ def _read_image_rgb(path: Path) -> np.ndarray:
         bpy.data.images.remove(image)
     rgba = pixels.reshape(height, width, 4)[::-1]
     return np.clip(np.rint(rgba[..., :3] * 255.0), 0, 255).astype(np.uint8)
-
-
-def _clay_material():
-    """A plain grey diffuse surface (albedo 0.8) for the clay pass."""
-    material = _override_material(CLAY_MATERIAL, "ShaderNodeBsdfDiffuse", "BSDF")
-    material.node_tree.nodes["Diffuse BSDF"].inputs["Color"].default_value = (0.8, 0.8, 0.8, 1.0)
-    return material
-
-
-def _set_clay(o: _Overrides, scene) -> object:
-    """The clay pass: the shot under the scene's own lights and world with every surface grey diffuse (Cycles,
-    denoised), so light, shadow and the set's shapes reach the model as the target render shows them."""
-    render, cycles = scene.render, scene.cycles
-    o.set(render, "engine", "CYCLES")
-    o.set(render, "use_persistent_data", True)
-    o.set(cycles, "device", "CPU")
-    o.set(cycles, "samples", CLAY_SAMPLES)
-    o.set(cycles, "use_adaptive_sampling", False)
-    o.set(cycles, "use_denoising", True)
-    o.set(cycles, "max_bounces", 2)
-    if hasattr(render.image_settings, "media_type"):
-        o.set(render.image_settings, "media_type", "IMAGE")
-    o.set(render.image_settings, "file_format", "PNG")
-    o.set(render.image_settings, "color_mode", "RGB")
-    o.set(render.image_settings, "color_depth", "8")
-    o.set(scene.view_settings, "view_transform", "Standard")
-    o.set(render, "film_transparent", False)
-    view_layer = scene.view_layers[0]
-    for layer in scene.view_layers:
-        o.set(layer, "use", layer == view_layer)
-    o.set(view_layer, "material_override", _clay_material())
-    return view_layer
 
 
 def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
@@ -432,7 +215,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
             raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {path}")
     ids = ensure_object_ids(scene)
     frames = list(range(spec.frame_start, spec.frame_end + 1))
-    stages = [("render", _set_cycles_passes)] + ([("clay", _set_clay)] if spec.include_clay else [])
+    stages = [("render", set_cycles_passes)] + ([("clay", set_clay)] if spec.include_clay else [])
     total = len(frames) * (len(stages) + 1)
     done = 0
     frame_current = scene.frame_current
@@ -441,9 +224,9 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
         rendered: dict[str, tuple[list[Path], str]] = {}
         try:
             for stage, configure in stages:
-                o = _Overrides()
+                o = Overrides()
                 try:
-                    _set_common(o, scene, spec, camera, str(work / stage))
+                    set_common(o, scene, spec, camera, str(work / stage))
                     view_layer = configure(o, scene)
                     paths = []
                     for frame in frames:

@@ -80,7 +80,7 @@ def _render(args) -> int:
     import bpy
     from tqdm import tqdm
 
-    from cinepregen_addon import render_passes
+    from cinepregen_addon import object_ids, render_passes
     from cinepregen_addon.core.names import shot_folder_name
 
     blend = Path(args.blend)
@@ -115,7 +115,7 @@ def _render(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    new_ids = render_passes.objects_without_ids(scene)
+    new_ids = object_ids.objects_without_ids(scene)
     total = sum(s.frame_end - s.frame_start + 1 for s in specs)
     with tqdm(total=total, unit="frame", desc="render-passes") as bar, blender_output_to(out / "blender.log"):
         for spec in specs:

@@ -1,0 +1,96 @@
+"""Stable object IDs: every object a shot's render shows gets one, kept on the object (custom property) and used as
+its pass index, so the ID pass names the same object in every shot of the board and after the file is reopened."""
+
+from __future__ import annotations
+
+import bpy
+
+ID_PROPERTY = "cinepregen_id"
+GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
+
+
+def _renderable_objects(objects, seen: set) -> list:
+    """Geometry objects that render, including those a collection instance brings in (they render with their own
+    index). Objects hidden from the render and bone display shapes (the helper meshes armatures, and the glTF
+    importer's rigs, draw bones with) are not part of the shot."""
+    found = []
+    shapes = None
+    for obj in objects:
+        if obj.name in seen:
+            continue
+        seen.add(obj.name)
+        if obj.type in GEOMETRY_TYPES and not obj.hide_render:
+            shapes = bone_shapes() if shapes is None else shapes
+            if obj.name not in shapes:
+                found.append(obj)
+        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+            found += _renderable_objects(obj.instance_collection.all_objects, seen)
+    return found
+
+
+def scene_objects(scene) -> list:
+    """Every object the scene's render shows with its own pass index: ``_renderable_objects`` and the sources of
+    instances made by particles or geometry nodes, which render even when hidden themselves or kept out of the
+    scene (hair and scatter setups): without an ID they read as background where they are seen."""
+    seen: set[str] = set()
+    found = _renderable_objects(scene.objects, seen)
+    sources = []
+    for obj in scene.objects:  # particles: hair shows as strands in the viewport, so ask their settings
+        for system in getattr(obj, "particle_systems", ()):
+            settings = system.settings
+            if settings.render_type == "OBJECT" and settings.instance_object is not None:
+                sources.append(settings.instance_object)
+            elif settings.render_type == "COLLECTION" and settings.instance_collection is not None:
+                sources += settings.instance_collection.all_objects
+    if bpy.context.scene == scene:  # geometry nodes: what the evaluated scene instances
+        sources += [i.object.original for i in bpy.context.evaluated_depsgraph_get().object_instances
+                    if i.is_instance]
+    shapes = bone_shapes()
+    for source in sources:
+        if source.type in GEOMETRY_TYPES and source.name not in seen and source.name not in shapes:
+            seen.add(source.name)
+            found.append(source)
+    return found
+
+
+def bone_shapes() -> set[str]:
+    """Names of the objects pose bones use as custom display shapes."""
+    return {bone.custom_shape.name for obj in bpy.data.objects if obj.type == "ARMATURE" and obj.pose
+            for bone in obj.pose.bones if bone.custom_shape is not None}
+
+
+def objects_without_ids(scene) -> list[str]:
+    """Renderable objects that have no stable ID yet (the next render gives them one)."""
+    return [o.name for o in scene_objects(scene) if not isinstance(o.get(ID_PROPERTY), int)]
+
+
+def ensure_object_ids(scene) -> dict[str, int]:
+    """Give every renderable object of the scene (instanced ones too) a stable ID and use it as its pass index.
+
+    IDs live on the objects (custom property), so they survive saving and are the same in every shot of the
+    board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one.
+    """
+    objects = sorted(scene_objects(scene), key=lambda o: o.name)
+    ids: dict[str, int] = {}
+    taken: set[int] = set()
+    new = []
+    for obj in objects:
+        value = obj.get(ID_PROPERTY)
+        if isinstance(value, int) and 0 < value < 32768 and value not in taken:
+            ids[obj.name] = value
+            taken.add(value)
+        else:
+            new.append(obj)
+    next_id = max(taken, default=0) + 1
+    for obj in new:
+        while next_id in taken:
+            next_id += 1
+        if next_id >= 32768:
+            raise ValueError("too many objects: pass indices stop at 32767")
+        obj[ID_PROPERTY] = next_id
+        ids[obj.name] = next_id
+        taken.add(next_id)
+    for obj in objects:
+        if obj.pass_index != ids[obj.name]:
+            obj.pass_index = ids[obj.name]
+    return ids
