@@ -34,6 +34,13 @@ class Overrides:
         self._saved.clear()
 
 
+def working_view_layer(scene):
+    """The view layer the artist works in (what the viewport shows), else the scene's first: a character excluded
+    from the first layer but shown in the artist's was missing from the passes."""
+    layer = bpy.context.view_layer
+    return layer if bpy.context.scene == scene and layer.name in scene.view_layers else scene.view_layers[0]
+
+
 def set_exr_output(o: Overrides, image_settings) -> None:
     if hasattr(image_settings, "media_type"):  # 5.x chooses single or multilayer here
         o.set(image_settings, "media_type", "MULTI_LAYER_IMAGE")
@@ -104,7 +111,7 @@ def set_cycles_passes(o: Overrides, scene) -> object:
                     "volume_bounces", "transparent_max_bounces"):
         o.set(cycles, bounces, 0)
     set_exr_output(o, render.image_settings)
-    view_layer = scene.view_layers[0]
+    view_layer = working_view_layer(scene)
     for layer in scene.view_layers:
         o.set(layer, "use", layer == view_layer)
     for flag in ("use_pass_z", "use_pass_normal", "use_pass_object_index", "use_pass_vector"):
@@ -138,7 +145,7 @@ def set_clay(o: Overrides, scene) -> object:
     o.set(render.image_settings, "color_depth", "8")
     o.set(scene.view_settings, "view_transform", "Standard")
     o.set(render, "film_transparent", False)
-    view_layer = scene.view_layers[0]
+    view_layer = working_view_layer(scene)
     for layer in scene.view_layers:
         o.set(layer, "use", layer == view_layer)
     o.set(view_layer, "material_override", _clay_material())

@@ -336,6 +336,27 @@ def test_geometry_nodes_instances_get_ids_and_geometry_without_one_is_reported(t
     assert share >= bundles.UNTRACKED_NOTE_SHARE and "without an object ID" in bundles.untracked_note(path)
 
 
+def test_the_passes_render_the_view_layer_the_artist_works_in(tmp_path):
+    """A set with two view layers: the hero is excluded from the first and shown in the artist's; the passes show
+    what the artist sees (they rendered the first layer, without the hero)."""
+    info = build_test_scene(n_objects=0, frame_end=1)
+    scene = info["scene"]
+    hero = bpy.data.collections.new("Hero")
+    scene.collection.children.link(hero)
+    body = bpy.data.objects.new("Hero body", bpy.data.meshes.new("Hero body"))
+    body.data.from_pydata([(x, y, z) for x in (-0.5, 0.5) for y in (4.5, 5.5) for z in (-0.8, 0.8)], [],
+                          [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+    hero.objects.link(body)
+    scene.view_layers[0].layer_collection.children["Hero"].exclude = True
+    working = scene.view_layers.new("Animation")
+    ids = ensure_object_ids(scene)
+    with bpy.context.temp_override(view_layer=working):
+        path = render_shot_bundle(scene, ShotRenderSpec("layers", info["camera"], 1, 1, resolution=(48, 27)),
+                                  tmp_path / "layers")
+    assert (shot_bundle.read_bundle(path).passes[0].object_id == ids["Hero body"]).sum() > 20
+    assert [layer.use for layer in scene.view_layers] == [True, True]  # the artist's settings come back
+
+
 def test_render_passes_cli_writes_a_valid_bundle_from_a_saved_blend(tmp_path):
     from backend.cli import main
 
