@@ -65,10 +65,12 @@ def objects_without_ids(scene) -> list[str]:
 
 
 def ensure_object_ids(scene) -> dict[str, int]:
-    """Give every renderable object of the scene (instanced ones too) a stable ID and use it as its pass index.
+    """Give every renderable object of the scene (instanced ones too) a stable ID.
 
     IDs live on the objects (custom property), so they survive saving and are the same in every shot of the
-    board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one.
+    board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one. They
+    become pass indices only while the passes render (``use_ids_as_pass_indices``): the artist's own pass indices,
+    which their compositing masks read, stay as they were.
     """
     objects = sorted(scene_objects(scene), key=lambda o: o.name)
     ids: dict[str, int] = {}
@@ -90,7 +92,11 @@ def ensure_object_ids(scene) -> dict[str, int]:
         obj[ID_PROPERTY] = next_id
         ids[obj.name] = next_id
         taken.add(next_id)
-    for obj in objects:
-        if obj.pass_index != ids[obj.name]:
-            obj.pass_index = ids[obj.name]
     return ids
+
+
+def use_ids_as_pass_indices(overrides, scene, ids: dict[str, int]) -> None:
+    """Set each object's pass index to its ID for the duration of a render (``render_settings.Overrides``)."""
+    for obj in scene_objects(scene):
+        if obj.name in ids:
+            overrides.set(obj, "pass_index", ids[obj.name])

@@ -32,7 +32,7 @@ import numpy as np
 
 from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
-from .object_ids import ID_PROPERTY, ensure_object_ids, scene_objects
+from .object_ids import ID_PROPERTY, ensure_object_ids, scene_objects, use_ids_as_pass_indices
 from .render_settings import Overrides, set_clay, set_common, set_cycles_passes
 
 REFERENCE_PROPERTY = "cinepregen_reference"
@@ -227,6 +227,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
                 o = Overrides()
                 try:
                     set_common(o, scene, spec, camera, str(work / stage))
+                    use_ids_as_pass_indices(o, scene, ids)
                     view_layer = configure(o, scene)
                     paths = []
                     for frame in frames:

@@ -196,7 +196,21 @@ def test_ensure_object_ids_keeps_ids_and_renumbers_duplicates():
     assert {n: second[n] for n in first} == first
     assert second["CubeCopy"] == max(first.values()) + 1
     assert scene.objects["CubeCopy"][ID_PROPERTY] == second["CubeCopy"]
-    assert all(scene.objects[n].pass_index == i for n, i in second.items())
+    assert all(scene.objects[n].pass_index == 0 for n in second)  # pass indices are the artist's
+
+
+def test_the_artists_pass_indices_come_back_after_the_render(tmp_path):
+    """Compositing masks read pass indices: the render uses the IDs as pass indices and puts the artist's back."""
+    info = build_test_scene(n_objects=3, frame_end=1)
+    scene = info["scene"]
+    artist = {name: 1 for name in info["objects"]}  # one mask for all props, as an artist might set it
+    for name, index in artist.items():
+        scene.objects[name].pass_index = index
+    path = render_shot_bundle(scene, ShotRenderSpec("masks", info["camera"], 1, 1, resolution=(48, 27)),
+                              tmp_path / "masks")
+    ids = {o.name: o.id for o in shot_bundle.read_bundle(path).objects}
+    assert len({ids[name] for name in artist}) == 3  # three objects, three IDs in the passes
+    assert {name: scene.objects[name].pass_index for name in artist} == artist
 
 
 def test_collection_instances_get_their_sources_id(tmp_path):
