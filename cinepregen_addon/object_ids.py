@@ -95,8 +95,11 @@ def ensure_object_ids(scene) -> dict[str, int]:
     return ids
 
 
-def use_ids_as_pass_indices(overrides, scene, ids: dict[str, int]) -> None:
-    """Set each object's pass index to its ID for the duration of a render (``render_settings.Overrides``)."""
-    for obj in scene_objects(scene):
-        if obj.name in ids:
-            overrides.set(obj, "pass_index", ids[obj.name])
+def use_ids_as_pass_indices(overrides, ids: dict[str, int]) -> None:
+    """Set each object's pass index to its ID for the duration of a render (``render_settings.Overrides``), and
+    every other object's to 0: an index the artist gave something without an ID (a volume, grease pencil) must not
+    read as another object's ID."""
+    for obj in bpy.data.objects:
+        index = ids.get(obj.name, 0)
+        if obj.pass_index != index:
+            overrides.set(obj, "pass_index", index)

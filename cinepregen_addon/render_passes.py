@@ -227,7 +227,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
                 o = Overrides()
                 try:
                     set_common(o, scene, spec, camera, str(work / stage))
-                    use_ids_as_pass_indices(o, scene, ids)
+                    use_ids_as_pass_indices(o, ids)
                     view_layer = configure(o, scene)
                     paths = []
                     for frame in frames:
