@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import bpy
 
+from .keyframes import fcurves_of
+
 ID_PROPERTY = "cinepregen_id"
 GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
 
@@ -19,13 +21,20 @@ def _renderable_objects(objects, seen: set) -> list:
         if obj.name in seen:
             continue
         seen.add(obj.name)
-        if obj.type in GEOMETRY_TYPES and not obj.hide_render:
+        if obj.type in GEOMETRY_TYPES and (not obj.hide_render or _animated(obj, "hide_render")):
             shapes = bone_shapes() if shapes is None else shapes
             if obj.name not in shapes:
                 found.append(obj)
         if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
             found += _renderable_objects(obj.instance_collection.all_objects, seen)
     return found
+
+
+def _animated(obj, data_path: str) -> bool:
+    """Whether ``data_path`` of ``obj`` is keyed: a prop whose render visibility pops it in mid-shot is hidden at
+    the frame the IDs are given, and would read as background once it shows."""
+    fcurves = fcurves_of(obj)
+    return fcurves is not None and fcurves.find(data_path) is not None
 
 
 def scene_objects(scene) -> list:

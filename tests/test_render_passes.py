@@ -199,6 +199,22 @@ def test_ensure_object_ids_keeps_ids_and_renumbers_duplicates():
     assert all(scene.objects[n].pass_index == 0 for n in second)  # pass indices are the artist's
 
 
+def test_a_prop_keyed_to_pop_in_mid_shot_has_its_id_when_it_shows(tmp_path):
+    info = build_test_scene(n_objects=1, frame_end=3)
+    scene = info["scene"]
+    prop = scene.objects[next(iter(info["objects"]))]
+    prop.hide_render = True
+    prop.keyframe_insert("hide_render", frame=1)
+    prop.hide_render = False
+    prop.keyframe_insert("hide_render", frame=3)
+    scene.frame_set(1)
+    path = render_shot_bundle(scene, ShotRenderSpec("pop", info["camera"], 1, 3, resolution=(48, 27)), tmp_path / "pop")
+    bundle = shot_bundle.read_bundle(path)
+    last = bundle.passes[-1]
+    assert prop.name in [o.name for o in bundle.objects]
+    assert not ((last.depth > 0) & (last.object_id == 0)).any()  # it read as background where it showed
+
+
 def test_the_artists_pass_indices_come_back_after_the_render(tmp_path):
     """Compositing masks read pass indices: the render uses the IDs as pass indices and puts the artist's back."""
     info = build_test_scene(n_objects=3, frame_end=1)
