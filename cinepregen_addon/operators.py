@@ -8,7 +8,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, StringProperty
 
-from . import moves, shots
+from . import moves, render_passes, shots
 from .shots import ShotOperator, shot_at
 
 
@@ -77,6 +77,11 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
             return {"CANCELLED"}
         if not self.filepath or not Path(bpy.path.abspath(self.filepath)).is_file():
             self.report({"ERROR"}, f"reference image not found: {self.filepath!r}")
+            return {"CANCELLED"}
+        try:  # now, not after a whole shot's passes have rendered
+            render_passes.read_image_rgb(Path(bpy.path.abspath(self.filepath)))
+        except (RuntimeError, ValueError):
+            self.report({"ERROR"}, f"{Path(self.filepath).name} is not an image Blender can read; pick a PNG or JPEG")
             return {"CANCELLED"}
         # relative to the saved .blend where possible, so the file and its images move together
         obj.cinepregen_reference = bpy.path.relpath(self.filepath) if bpy.data.filepath else self.filepath

@@ -116,7 +116,7 @@ def frame_camera(scene, camera, frame: int, resolution: tuple[int, int]) -> shot
     return shot_bundle.FrameCamera(frame=frame, K=K, world_to_camera=world_to_camera)
 
 
-def _read_image_rgb(path: Path) -> np.ndarray:
+def read_image_rgb(path: Path) -> np.ndarray:
     """Any image file Blender reads (PNG, JPEG, ...) as (H, W, 3) uint8, top row first."""
     image = bpy.data.images.load(str(path), check_existing=False)
     try:
@@ -255,7 +255,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
                 frame_passes = guidance_from_passes(read_exr_passes(exr_path, view_layer_name), cam.world_to_camera,
                                                     metres_per_unit(scene))
                 if clay_paths is not None:
-                    frame_passes.clay = _read_image_rgb(clay_paths[i])
+                    frame_passes.clay = read_image_rgb(clay_paths[i])
                 cameras.append(cam)
                 passes.append(frame_passes)
                 done += 1
@@ -272,7 +272,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
         if reference is not None:
             if not Path(reference).is_file():
                 raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")
-            reference_images[object_id] = _read_image_rgb(Path(reference))
+            reference_images[object_id] = read_image_rgb(Path(reference))
         objects.append(shot_bundle.BundleObject(id=object_id, name=bundle_checks.printable_name(name), reference=None))
 
     data = camera.data

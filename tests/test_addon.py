@@ -376,10 +376,12 @@ def test_layout_board_plays_as_an_animatic(scene):
 
 
 def test_reference_binding_reaches_the_pass_renderer(scene, tmp_path):
+    from cinepregen_addon.core.png_codec import write_png
     from cinepregen_addon.render_passes import REFERENCE_PROPERTY
 
     image = tmp_path / "hero.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\n")
+    write_png(image, np.full((8, 8, 3), 200, np.uint8))
+    (tmp_path / "notes.png").write_text("not a picture")
     hero = bpy.data.objects.new("Hero", None)
     scene.collection.objects.link(hero)
     assert bpy.ops.cinepregen.bind_reference(filepath=str(image), object_name="Hero") == {"FINISHED"}
@@ -387,6 +389,9 @@ def test_reference_binding_reaches_the_pass_renderer(scene, tmp_path):
     assert hero[REFERENCE_PROPERTY] == str(image)
     with pytest.raises(RuntimeError, match="reference image not found"):
         bpy.ops.cinepregen.bind_reference(filepath=str(tmp_path / "missing.png"), object_name="Hero")
+    with pytest.raises(RuntimeError, match="notes.png is not an image Blender can read"):  # refused when bound
+        bpy.ops.cinepregen.bind_reference(filepath=str(tmp_path / "notes.png"), object_name="Hero")
+    assert hero.cinepregen_reference == str(image)
     assert bpy.ops.cinepregen.clear_reference(object_name="Hero") == {"FINISHED"}
     assert REFERENCE_PROPERTY not in hero.keys() or hero[REFERENCE_PROPERTY] == ""
 
