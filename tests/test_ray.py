@@ -87,7 +87,7 @@ def test_a_worker_killed_mid_board_and_a_broken_shot(board):
         def run(bundle: Path) -> None:
             try:
                 results[bundle.name] = pool.generate(
-                    bundle, board["tmp"] / "faults" / bundle.name, steps=150,
+                    bundle, board["tmp"] / "faults" / bundle.name, steps=1500,
                     progress=lambda fraction, stage: stages[bundle.name].append((fraction, stage)))
             except Exception as error:
                 results[bundle.name] = error
