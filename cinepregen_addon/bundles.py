@@ -4,6 +4,7 @@ once (scripts, headless Blender) or one frame per timer tick so Blender stays re
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import traceback
 from collections.abc import Generator
@@ -42,8 +43,21 @@ def bundle_render_steps(scene, index: int, fingerprint: str | None = None) -> Ge
     shot = scene.cinepregen.shots[index]  # the collection may have been reallocated meanwhile
     shot.bundle_path = str(folder)
     shot.bundle_fingerprint = fingerprint
-    shot.status, shot.status_message = "PASSES_READY", f"bundle in {folder}{untracked_note(folder)}"
+    shot.status, shot.status_message = ("PASSES_READY",
+                                        f"bundle in {folder}{untracked_note(folder)}{aspect_note(scene, spec)}")
     return folder
+
+
+def aspect_note(scene, spec: render_passes.ShotRenderSpec) -> str:
+    """A warning for the status line when the passes' frame is not the scene's (the board renders 16:9 passes; a
+    vertical 1080x1920 scene then loses the head and feet its camera frames)."""
+    render = scene.render
+    framed = render.resolution_x * render.pixel_aspect_x / (render.resolution_y * render.pixel_aspect_y)
+    width, height = spec.resolution
+    if abs(math.log(framed / (width / height))) < 0.05:
+        return ""
+    return (f"; the passes are {width}x{height} ({width / height:.2f}:1) but the scene frames {framed:.2f}:1, so the "
+            "clip shows another crop than the camera view (set the board's pass resolution to the scene's shape)")
 
 
 UNTRACKED_NOTE_SHARE = 0.01  # of the picture

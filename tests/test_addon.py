@@ -563,6 +563,18 @@ def test_render_passes_writes_the_active_shots_bundle(scene, tmp_path):
         bpy.ops.cinepregen.render_passes()
 
 
+def test_passes_of_another_shape_than_the_scene_are_named_on_the_status_line(scene, tmp_path):
+    scene.render.resolution_x, scene.render.resolution_y = 1080, 1920  # a vertical video
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "vertical.blend"))
+    bpy.ops.cinepregen.shot_add(name="Vertical", length=1)
+    shot = scene.cinepregen.shots[0]
+    assert bpy.ops.cinepregen.render_passes() == {"FINISHED"}
+    assert "the scene frames 0.56:1, so the clip shows another crop" in shot.status_message
+    scene.cinepregen.pass_resolution = (144, 256)
+    assert bpy.ops.cinepregen.render_passes() == {"FINISHED"}
+    assert "another crop" not in shot.status_message
+
+
 def test_unregister_removes_everything_and_register_restores_it(addon):
     addon.unregister()
     try:
