@@ -81,16 +81,20 @@ def test_offloaded_calibration_holds_one_block_in_float32_and_matches_the_whole_
 
     assert upcast_while_running and max(upcast_while_running) == 1  # the block at work, never more
     assert offloaded.layers.keys() == reference.layers.keys() and len(offloaded.layers) > 0
-    for name, layer in reference.layers.items():  # float rounding of the two runs differs (2.5e-5 apart on an AMD
-        # EPYC after the rest of the quantization suite had run in the same process): equal to 4 significant digits
-        assert offloaded.layers[name]["weight_mse"] == pytest.approx(layer["weight_mse"], rel=1e-4, abs=1e-12), name
-    assert [b["error"] for b in offloaded.blocks] == pytest.approx([b["error"] for b in reference.blocks], rel=1e-4)
+    # The two runs round differently (float32 sums in another order, carried through the k-means iterations): on an
+    # AMD EPYC, after the rest of the suite had run in the same process, layer MSEs were 2.5e-5 and 1.05e-4 apart
+    # (relative) in two runs. Equal to 1e-3 still tells a wrong block, input or dtype (off by far more) apart.
+    for name, layer in reference.layers.items():
+        assert offloaded.layers[name]["weight_mse"] == pytest.approx(layer["weight_mse"], rel=1e-3, abs=1e-12), name
+    assert [b["error"] for b in offloaded.blocks] == pytest.approx([b["error"] for b in reference.blocks], rel=1e-3)
     torch.manual_seed(7)
     inputs = config_calibration_inputs(whole, 1)
     with torch.no_grad():
         expected, got = whole(**inputs)[0], stored(**inputs)[0]
-    # (the file's float32 tensors went back to the CPU in float32: squashed to bf16 there, this would not hold)
-    assert torch.allclose(got.float(), expected, atol=1e-5, rtol=1e-4)
+    # (the file's float32 tensors went back to the CPU in float32: squashed to bf16 there, this would not hold: bf16
+    # rounds weights by up to 4e-3 relative. The two calibrations' codebooks differ by rounding, as above: outputs up
+    # to 5e-5 apart in a failing run at 1e-5, 0 in others.)
+    assert torch.allclose(got.float(), expected, atol=2e-4, rtol=1e-3)
     assert all(str(t.device) == "cpu" for t in stored.state_dict().values())
 
 
