@@ -104,7 +104,8 @@ def run_demo(out: Path, *, frames_per_shot: int = 16, weights: str | Path | None
     from backend.eval.evaluate import clip_metrics
     from backend.pipelines.generate import write_mp4
     from backend.previews import depth_preview, depth_range, labelled_grid, object_id_preview
-    from backend.server.app import Settings, create_app, serve_in_thread
+    from backend.server.app import Settings, create_app
+    from backend.server.process import serve_in_thread
     from cinepregen_addon.core.backend_client import BackendClient
     from cinepregen_addon.core.shot_bundle import read_bundle
 

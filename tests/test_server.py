@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from backend.server.app import DataFolderBusy, Settings, create_app, serve_in_thread
+from backend.server.app import Settings, create_app
 from backend.server.guard import check_bind
+from backend.server.process import DataFolderBusy, serve_in_thread
 from cinepregen_addon.core import shot_bundle
 
 REPO = Path(__file__).resolve().parents[1]

@@ -305,7 +305,8 @@ def _run_service(args) -> int:
 
     from backend.pipelines.generate import generate_shot
     from backend.server import measure_status_rps
-    from backend.server.app import Settings, create_app, serve_in_thread
+    from backend.server.app import Settings, create_app
+    from backend.server.process import serve_in_thread
     from cinepregen_addon.core.backend_client import BackendClient
     from cinepregen_addon.core.shot_bundle import zip_bundle
 

@@ -16,9 +16,10 @@ def _token(args) -> str | None:
 
 def _run(args) -> int:
     from backend.adapters import adapter_for
-    from backend.server.app import DataFolderBusy, Settings
+    from backend.server.app import Settings
     from backend.server.guard import check_bind
     from backend.server.jobs import DamagedDatabase
+    from backend.server.process import DataFolderBusy
 
     try:
         token = _token(args)

@@ -12,15 +12,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 import re
 import shutil
-import socket
 import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,8 +36,9 @@ from backend.server.catalogue import (
     model_catalogue,
     ray_pool,
 )
-from backend.server.guard import RequestGuard, check_bind, redact_tokens_in_access_log
+from backend.server.guard import RequestGuard, redact_tokens_in_access_log
 from backend.server.jobs import FINISHED, GenerateFn, JobStore, Worker, delete_job_files
+from backend.server.process import DataFolderLock
 from backend.server.review_page import render_board
 from backend.server.uploads import accept_bundle
 from cinepregen_addon.core import bundle_checks
@@ -78,68 +75,6 @@ class Settings:
 
 
 DOCS_ASSETS = Path(importlib.util.find_spec("fastapi_offline").origin).parent / "static"  # Swagger UI 5, no CDN
-
-
-class DataFolderBusy(Exception):
-    """Another server holds the data folder."""
-
-
-class DataFolderLock:
-    """An exclusive lock on ``<data>/server.lock`` (flock, released by the OS if the process dies): two servers on
-    one data folder would both run its queue and re-queue each other's running job."""
-
-    def __init__(self, data_dir: Path):
-        self.path = Path(data_dir) / "server.lock"
-        self._file = None
-
-    def acquire(self) -> DataFolderLock:
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise DataFolderBusy(f"another CinePreGen server ({holder}) already uses the data folder "
-                                 f"{self.path.parent}; stop it, or pass another --data") from None
-        handle.truncate(0)
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
-        self._file = handle
-        return self
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-@contextmanager
-def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve ``app`` with uvicorn in a background thread (the demo, batch renders, tests); yields its URL and stops
-    it, with the app's shutdown (the running job goes back to the queue), on exit. Port 0 picks a free port."""
-    import uvicorn
-
-    check_bind(host, app.state.settings.token)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="cinepregen-server", daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError(f"the backend did not start on {host}:{port}")
-            time.sleep(0.01)
-        bound_port = sock.getsockname()[1]
-        yield f"http://{f'[{host}]' if ':' in host else host}:{bound_port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
 
 
 def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> FastAPI:
