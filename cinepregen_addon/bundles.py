@@ -51,8 +51,7 @@ def bundle_render_steps(scene, index: int, fingerprint: str | None = None) -> Ge
 def aspect_note(scene, spec: render_passes.ShotRenderSpec) -> str:
     """A warning for the status line when the passes' frame is not the scene's (the board renders 16:9 passes; a
     vertical 1080x1920 scene then loses the head and feet its camera frames)."""
-    render = scene.render
-    framed = render.resolution_x * render.pixel_aspect_x / (render.resolution_y * render.pixel_aspect_y)
+    framed = render_passes.frame_aspect(scene)
     width, height = spec.resolution
     if abs(math.log(framed / (width / height))) < 0.05:
         return ""
@@ -65,10 +64,8 @@ UNTRACKED_NOTE_SHARE = 0.01  # of the picture
 
 def untracked_note(folder: Path) -> str:
     """A warning for the status line when part of what the camera sees carries no object ID."""
-    try:
-        share = json.loads((Path(folder) / "shot.json").read_text(encoding="utf-8"))["shot"]["untracked_geometry"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
+    shot = _shot_json(folder).get("shot")
+    share = shot.get("untracked_geometry") if isinstance(shot, dict) else None
     if not isinstance(share, int | float) or share < UNTRACKED_NOTE_SHARE:
         return ""
     return (f"; {share:.0%} of the picture shows geometry without an object ID (grease pencil, instances of objects "
@@ -82,11 +79,17 @@ def fresh_bundle(scene, index: int, fingerprint: str) -> Path | None:
     existing = Path(bpy.path.abspath(shot.bundle_path)) if shot.bundle_path else None
     if existing is None or not (existing / "shot.json").is_file() or shot.bundle_fingerprint != fingerprint:
         return None
-    try:  # the folder may hold another shot's bundle now (renamed shots, a copied .blend): never send that one
-        same_shot = json.loads((existing / "shot.json").read_text(encoding="utf-8")).get("name") == shot.name
-    except (OSError, ValueError, AttributeError):
-        same_shot = False
-    return existing if same_shot else None
+    # the folder may hold another shot's bundle now (renamed shots, a copied .blend): never send that one
+    return existing if _shot_json(existing).get("name") == shot.name else None
+
+
+def _shot_json(folder: Path) -> dict:
+    """A bundle folder's shot.json as written, or {} when it cannot be read."""
+    try:
+        doc = json.loads((Path(folder) / "shot.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def shot_bundle_folder(scene, index: int, progress: render_passes.ProgressFn | None = None) -> Path:

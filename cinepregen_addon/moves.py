@@ -19,7 +19,7 @@ import numpy as np
 from bpy.props import BoolProperty, EnumProperty, IntProperty
 from mathutils import Matrix, Vector
 
-from . import move_properties
+from . import move_properties, render_passes
 from .core import camera_moves, framing
 from .core.camera_moves import MoveSpec
 from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
@@ -214,8 +214,7 @@ def frame_shot_subject(scene, shot) -> CameraPose:
     if shot.camera is None:
         raise ValueError(f"shot {shot.name!r} has no camera")
     scene.view_layers[0].update()  # a subject placed by a script has no current matrix_world until evaluated
-    render = scene.render
-    aspect = (render.resolution_x * render.pixel_aspect_x) / (render.resolution_y * render.pixel_aspect_y)
+    aspect = render_passes.frame_aspect(scene)
     heading = shot.start_rotation[2] if shot.has_start_pose else 0.0
     current = scene.frame_current
     scene.frame_set(shot.frame_start)

@@ -11,22 +11,20 @@ ID_PROPERTY = "cinepregen_id"
 GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
 
 
-def _renderable_objects(objects, seen: set) -> list:
+def _renderable_objects(objects, seen: set, shapes: set[str]) -> list:
     """Geometry objects that render, including those a collection instance brings in (they render with their own
-    index). Objects hidden from the render and bone display shapes (the helper meshes armatures, and the glTF
-    importer's rigs, draw bones with) are not part of the shot."""
+    index). Objects hidden from the render and bone display shapes (``shapes``: the helper meshes armatures, and the
+    glTF importer's rigs, draw bones with) are not part of the shot."""
     found = []
-    shapes = None
     for obj in objects:
         if obj.name in seen:
             continue
         seen.add(obj.name)
-        if obj.type in GEOMETRY_TYPES and (not obj.hide_render or _animated(obj, "hide_render")):
-            shapes = bone_shapes() if shapes is None else shapes
-            if obj.name not in shapes:
-                found.append(obj)
+        if obj.type in GEOMETRY_TYPES and (not obj.hide_render or _animated(obj, "hide_render")) \
+                and obj.name not in shapes:
+            found.append(obj)
         if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
-            found += _renderable_objects(obj.instance_collection.all_objects, seen)
+            found += _renderable_objects(obj.instance_collection.all_objects, seen, shapes)
     return found
 
 
@@ -42,7 +40,8 @@ def scene_objects(scene) -> list:
     instances made by particles or geometry nodes, which render even when hidden themselves or kept out of the
     scene (hair and scatter setups): without an ID they read as background where they are seen."""
     seen: set[str] = set()
-    found = _renderable_objects(scene.objects, seen)
+    shapes = bone_shapes()
+    found = _renderable_objects(scene.objects, seen, shapes)
     sources = []
     for obj in scene.objects:  # particles: hair shows as strands in the viewport, so ask their settings
         for system in getattr(obj, "particle_systems", ()):
@@ -54,7 +53,6 @@ def scene_objects(scene) -> list:
     if bpy.context.scene == scene:  # geometry nodes: what the evaluated scene instances
         sources += [i.object.original for i in bpy.context.evaluated_depsgraph_get().object_instances
                     if i.is_instance]
-    shapes = bone_shapes()
     for source in sources:
         if source.type in GEOMETRY_TYPES and source.name not in seen and source.name not in shapes:
             seen.add(source.name)

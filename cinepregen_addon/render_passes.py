@@ -94,6 +94,12 @@ def untracked_share(passes: list[shot_bundle.FramePasses]) -> float:
     return float(np.mean([((p.depth > 0) & (p.object_id == 0)).mean() for p in passes])) if passes else 0.0
 
 
+def frame_aspect(scene) -> float:
+    """Width over height of the scene's frame as the camera shows it (pixel aspect included)."""
+    render = scene.render
+    return render.resolution_x * render.pixel_aspect_x / (render.resolution_y * render.pixel_aspect_y)
+
+
 def metres_per_unit(scene) -> float:
     """Metres in one Blender unit: the bundle is in metres, a set built in centimetres (unit scale 0.01) is not."""
     units = scene.unit_settings
