@@ -105,14 +105,14 @@ def stored_dtype(folder: Path):
 
 def calibration_components(maker, weights: Path) -> dict:
     """The pipeline parts that the calibration-input maker asks for by parameter name (`reference_encoder=` for
-    PrevisDiT), loaded from the pipeline folder's component folders of those names."""
+    PrevisDiT), loaded from the pipeline folder's component folders of those names (checked by
+    ``check_pipeline_parts`` first)."""
     components = {}
     for name in inspect.signature(maker).parameters:
         folder = weights / name
         if name != "transformer" and (folder / "config.json").is_file():
-            cls = resolve_model_class(check_weights_folder(folder))
-            check_component(cls, folder)
-            components[name] = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True).eval()
+            components[name] = resolve_model_class(check_weights_folder(folder)).from_pretrained(
+                folder, local_files_only=True, use_safetensors=True).eval()
     return components
 
 
