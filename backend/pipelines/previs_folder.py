@@ -32,6 +32,7 @@ SAMPLING_DEFAULTS = {"num_inference_steps": 8, "reference_guidance_scale": 2.0, 
                      "context_frames": 4, "lock_colours": True, "reference_colours": None,
                      "edge_snap_radius": EDGE_SNAP_RADIUS}
 
+
 def check_weights_folder(folder: Path) -> None:
     """Raise (FileNotFoundError, ValueError) with what is wrong unless ``folder`` is a PrevisPipeline folder;
     nothing is loaded, so a command can say so at once."""
