@@ -826,3 +826,42 @@ def test_the_token_never_reaches_the_access_log(tmp_path, caplog):
                                                  f"/?token={TOKEN}&x=1", "1.1", 200)
     (record,) = caplog.records
     assert TOKEN not in record.getMessage() and "token=<redacted>&x=1" in record.getMessage()
+
+
+def _raw_request(url: str, head: str, body: bytes, wait: float) -> tuple[bytes, float]:
+    """Send a request's head and the start of its body on a raw socket, then nothing: what the server answers,
+    and after how long."""
+    import socket
+    from urllib.parse import urlsplit
+
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=wait) as sock:
+        sock.sendall(head.encode() + body)
+        started, answer = time.monotonic(), b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer, time.monotonic() - started
+
+
+def test_an_upload_that_stalls_is_answered_408_and_its_connection_closed(tmp_path):
+    """A client that drops off mid-upload (or trickles) does not hold a connection for good: after the stall time
+    without a byte it gets 408 and the server closes the connection; the server goes on serving, with nothing
+    queued. A refused request (wrong token) whose body stalls gets its 401 and the connection closed as well."""
+    settings = Settings(data_dir=tmp_path / "data", token=TOKEN, upload_stall_seconds=1.0)
+    with LiveServer(settings, DepthClip()) as server:
+        multipart = (b"--b\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"a.zip\"\r\n"
+                     b"Content-Type: application/zip\r\n\r\nPK\x03\x04")
+        head = (f"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n")
+        answer, seconds = _raw_request(server.url, head, multipart, wait=20)
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"stalled" in answer and b"connection: close" in answer.lower()
+        assert seconds < 10  # closed by the server, not by the test's own timeout
+        refused_head = head.replace(TOKEN, "w" * len(TOKEN))
+        answer, seconds = _raw_request(server.url, refused_head, multipart, wait=20)
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"connection: close" in answer.lower() and seconds < 10
+        assert server.http.get("/v1/jobs").json() == []

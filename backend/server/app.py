@@ -58,6 +58,7 @@ class Settings:
     device: str = "cpu"
     token: str | None = None
     max_upload_bytes: int = 512 * 2**20
+    upload_stall_seconds: float = 60.0  # an upload that sends nothing this long is answered 408
     max_extracted_bytes: int = 2 * 2**30
     max_frames: int = 240
     max_width: int = 2048
@@ -133,7 +134,7 @@ def create_app(settings: Settings, generate_fn: GenerateFn | None = None) -> Fas
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon.png")
     app.add_middleware(RequestGuard, token=settings.token, max_upload_bytes=settings.max_upload_bytes,
-                       allowed_hosts=settings.allowed_hosts)
+                       allowed_hosts=settings.allowed_hosts, stall_seconds=settings.upload_stall_seconds)
     app.state.store, app.state.worker, app.state.settings = store, worker, settings
 
     @app.exception_handler(StarletteHTTPException)

@@ -5,6 +5,7 @@ that keeps tokens out of logs. Each refusal is a JSON ``detail`` that says what 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -39,6 +40,7 @@ def check_bind(host: str, token: str | None) -> None:
         raise ValueError(f"the token is {len(token.strip())} characters; use at least {MIN_TOKEN_LENGTH} (for example "
                          "`python -c \"import secrets; print(secrets.token_urlsafe(24))\"`)")
 
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -62,13 +64,18 @@ class RequestGuard:
     3. **Token** (401) when the server has one.
     4. **Upload size**: POST /v1/jobs needs a Content-Length within the limit and no Transfer-Encoding (411/413),
        and every request's body is counted as it is read, so no header can get more than the limit past it.
+    5. **Stalled uploads**: a body that sends nothing for ``stall_seconds`` is answered 408 and its connection
+       closed (uvicorn waits for a body forever: a laptop that drops off the network mid-upload, or a client that
+       trickles, would hold the connection and the upload's spooled file until the server stops).
     """
 
-    def __init__(self, app: Callable, token: str | None, max_upload_bytes: int, allowed_hosts: tuple[str, ...] = ()):
+    def __init__(self, app: Callable, token: str | None, max_upload_bytes: int, allowed_hosts: tuple[str, ...] = (),
+                 stall_seconds: float = 60.0):
         self.app = app
         self.token = token
         self.max_upload_bytes = max_upload_bytes
         self.allowed_hosts = {h.lower() for h in allowed_hosts}
+        self.stall_seconds = stall_seconds
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -76,33 +83,44 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         problem = self._origin_problem(scope, headers)
         if problem:
-            await _receive_and_drop(receive, headers)
-            return await _send_json(send, 403, problem)
+            drained = await _receive_and_drop(receive, headers, self.stall_seconds)
+            return await _send_json(send, 403, problem, close=not drained)
         if self.token:
             problem, from_query = self._token_problem(scope, headers)
             if problem:
-                await _receive_and_drop(receive, headers)
-                return await _send_json(send, 401, problem, [(b"www-authenticate", b"Bearer")])
+                drained = await _receive_and_drop(receive, headers, self.stall_seconds)
+                return await _send_json(send, 401, problem, [(b"www-authenticate", b"Bearer")], close=not drained)
             if from_query:
                 send = _with_cookie(send, self.token)
         if scope["method"] == "POST" and scope["path"].rstrip("/") == "/v1/jobs":
             length = headers.get("content-length")
             if "transfer-encoding" in headers or length is None or not length.isdigit():
-                await _receive_and_drop(receive, headers)
+                await _receive_and_drop(receive, headers, self.stall_seconds)
                 message = ("the upload needs a Content-Length header and no Transfer-Encoding "
                            "(chunked uploads are refused)")
                 return await _send_json(send, 411, message, close=True)
             if int(length) > self.max_upload_bytes:
-                await _receive_and_drop(receive, headers)
+                await _receive_and_drop(receive, headers, self.stall_seconds)
                 message = (
                     f"the upload is {int(length):,} bytes; this server accepts at most {self.max_upload_bytes:,} "
                     "bytes (cinepregen serve --max-upload-mb)"
                 )
                 return await _send_json(send, 413, message, close=True)
-        started = False
+        started = stalled = body_done = False
 
         async def counted_receive() -> dict:
-            message = await receive()
+            nonlocal stalled, body_done
+            if body_done:  # later receives wait for a disconnect while a response streams: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.stall_seconds)
+            except TimeoutError:
+                if not started:
+                    await _send_json(send, 408, f"the upload stalled: nothing arrived for {self.stall_seconds:g} s; "
+                                                "send it again", close=True)
+                stalled = body_done = True
+                return {"type": "http.disconnect"}  # the route gives up as if the client had gone
+            body_done = message["type"] != "http.request" or not message.get("more_body")
             counted_receive.total += len(message.get("body", b""))
             if counted_receive.total > self.max_upload_bytes:
                 raise _BodyTooLarge
@@ -110,6 +128,8 @@ class RequestGuard:
 
         async def tracked_send(message: dict) -> None:
             nonlocal started
+            if stalled:  # the 408 went out: whatever the route answers after the disconnect is dropped
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
@@ -157,19 +177,27 @@ class RequestGuard:
             return "requests from another web site's pages are refused (cross-origin); use the add-on or the board"
         return None
 
-async def _receive_and_drop(receive: Callable, headers: dict[str, str]) -> None:
-    """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset.
-    A body declared larger than the cap is not waited for: the answer closes the connection."""
-    length = headers.get("content-length", "")
+
+async def _receive_and_drop(receive: Callable, headers: dict[str, str], stall_seconds: float) -> bool:
+    """Read (and discard) a refused request's body, up to a cap, so the client gets the answer instead of a reset;
+    whether all of it was read (if not, the answer must close the connection). A body declared larger than the cap
+    is not waited for, nor one that stalls."""
+    length = headers.get("content-length", "0")
     chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-    if not chunked and (not length.isdigit() or int(length) == 0 or int(length) > _MAX_DRAIN_BYTES):
-        return
+    if not chunked and (not length.isdigit() or int(length) > _MAX_DRAIN_BYTES):
+        return False
     received = 0
     while received < _MAX_DRAIN_BYTES:
-        message = await receive()
+        if not chunked and received >= int(length):
+            return True
+        try:
+            message = await asyncio.wait_for(receive(), stall_seconds)
+        except TimeoutError:
+            return False
         received += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body"):
-            return
+            return True
+    return False
 
 
 async def _send_json(send: Callable, status: int, detail: str, extra_headers: list | None = None,
@@ -191,6 +219,7 @@ def _with_cookie(send: Callable, token: str) -> Callable:
         await send(message)
 
     return send_with_cookie
+
 
 class _RedactTokens(logging.Filter):
     """Access-log lines carry the request path; a board opened as ``/?token=...`` must not leave its token there."""
