@@ -15,7 +15,6 @@ Weights folder layout (``save_pretrained``/``from_pretrained``)::
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -41,10 +40,7 @@ def check_weights_folder(folder: Path) -> None:
         raise FileNotFoundError(
             f"no previs model weights in {folder} (expected {config}); "
             f"train them with `cinepregen train` or pass --weights DIR pointing at a saved model folder")
-    try:
-        model_class = json.loads(config.read_text()).get("_class_name")
-    except (ValueError, AttributeError):
-        raise ValueError(f"{config} is not a model config (JSON object)") from None
+    model_class = read_json(config).get("_class_name")
     if model_class != PrevisDiT.__name__:
         raise ValueError(f"{folder} holds a {model_class} model; this pipeline runs PrevisDiT folders "
                          "(saved by `cinepregen train` or PrevisPipeline.save_pretrained)")
