@@ -1,27 +1,36 @@
-"""Stable object IDs: every object a shot's render shows gets one, kept on the object (custom property) and used as
-its pass index, so the ID pass names the same object in every shot of the board and after the file is reopened."""
+"""Stable object IDs: every object a shot's render shows gets one, kept with the file and used as its pass index,
+so the ID pass names the same object in every shot of the board and after the file is reopened.
+
+Objects are told apart by ``name_full``: a character linked from a library may share its name with a local object
+("Body" and "Body [chars.blend]"). A local object keeps its ID on itself (custom property ``cinepregen_id``); a
+linked object cannot (it is read from its library at every load), nor can a library override (Blender keeps only
+overridable RNA properties of an override), so theirs are kept on the scene (``LINKED_IDS_PROPERTY``, JSON by
+``name_full``)."""
 
 from __future__ import annotations
+
+import json
 
 import bpy
 
 from .keyframes import fcurves_of
 
 ID_PROPERTY = "cinepregen_id"
+LINKED_IDS_PROPERTY = "cinepregen_linked_ids"
 GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
 
 
-def _renderable_objects(objects, seen: set, shapes: set[str]) -> list:
+def _renderable_objects(objects, seen: set[str], shapes: dict) -> list:
     """Geometry objects that render, including those a collection instance brings in (they render with their own
     index). Objects hidden from the render and bone display shapes (``shapes``: the helper meshes armatures, and the
     glTF importer's rigs, draw bones with) are not part of the shot."""
     found = []
     for obj in objects:
-        if obj.name in seen:
+        if obj.name_full in seen:
             continue
-        seen.add(obj.name)
+        seen.add(obj.name_full)
         if obj.type in GEOMETRY_TYPES and (not obj.hide_render or _animated(obj, "hide_render")) \
-                and obj.name not in shapes:
+                and obj.name_full not in shapes:
             found.append(obj)
         if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
             found += _renderable_objects(obj.instance_collection.all_objects, seen, shapes)
@@ -54,51 +63,77 @@ def scene_objects(scene) -> list:
         sources += [i.object.original for i in bpy.context.evaluated_depsgraph_get().object_instances
                     if i.is_instance]
     for source in sources:
-        if source.type in GEOMETRY_TYPES and source.name not in seen and source.name not in shapes:
-            seen.add(source.name)
+        if source.type in GEOMETRY_TYPES and source.name_full not in seen and source.name_full not in shapes:
+            seen.add(source.name_full)
             found.append(source)
     return found
 
 
-def bone_shapes() -> set[str]:
-    """Names of the objects pose bones use as custom display shapes."""
-    return {bone.custom_shape.name for obj in bpy.data.objects if obj.type == "ARMATURE" and obj.pose
-            for bone in obj.pose.bones if bone.custom_shape is not None}
+def bone_shapes() -> dict:
+    """The objects pose bones use as custom display shapes, by ``name_full``."""
+    return {bone.custom_shape.name_full: bone.custom_shape for obj in bpy.data.objects
+            if obj.type == "ARMATURE" and obj.pose for bone in obj.pose.bones if bone.custom_shape is not None}
+
+
+def _keeps_own_properties(obj) -> bool:
+    """Whether a custom property set on ``obj`` is saved with this file (not on linked objects nor overrides)."""
+    return obj.library is None and obj.override_library is None
+
+
+def _linked_ids(scene) -> dict:
+    try:
+        stored = json.loads(scene.get(LINKED_IDS_PROPERTY, "{}"))
+    except (TypeError, ValueError):  # edited by hand into something else: the IDs are given again
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def stored_id(scene, obj) -> int | None:
+    """The object's ID as kept with the file, or None."""
+    value = obj.get(ID_PROPERTY) if _keeps_own_properties(obj) else _linked_ids(scene).get(obj.name_full)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def objects_without_ids(scene) -> list[str]:
     """Renderable objects that have no stable ID yet (the next render gives them one)."""
-    return [o.name for o in scene_objects(scene) if not isinstance(o.get(ID_PROPERTY), int)]
+    return [o.name_full for o in scene_objects(scene) if stored_id(scene, o) is None]
 
 
 def ensure_object_ids(scene) -> dict[str, int]:
     """Give every renderable object of the scene (instanced ones too) a stable ID.
 
-    IDs live on the objects (custom property), so they survive saving and are the same in every shot of the
-    board. Existing IDs are kept; a duplicated object, which copies its source's property, gets a new one. They
-    become pass indices only while the passes render (``use_ids_as_pass_indices``): the artist's own pass indices,
-    which their compositing masks read, stay as they were.
+    IDs are kept with the file (``stored_id``), so they survive saving and are the same in every shot of the
+    board; the answer is keyed by ``name_full``. Existing IDs are kept; a duplicated object, which copies its
+    source's property, gets a new one. They become pass indices only while the passes render
+    (``use_ids_as_pass_indices``): the artist's own pass indices, which their compositing masks read, stay as they
+    were.
     """
-    objects = sorted(scene_objects(scene), key=lambda o: o.name)
+    objects = sorted(scene_objects(scene), key=lambda o: o.name_full)
     ids: dict[str, int] = {}
     taken: set[int] = set()
     new = []
     for obj in objects:
-        value = obj.get(ID_PROPERTY)
-        if isinstance(value, int) and 0 < value < 32768 and value not in taken:
-            ids[obj.name] = value
+        value = stored_id(scene, obj)
+        if value is not None and 0 < value < 32768 and value not in taken:
+            ids[obj.name_full] = value
             taken.add(value)
         else:
             new.append(obj)
     next_id = max(taken, default=0) + 1
+    linked = _linked_ids(scene)
     for obj in new:
         while next_id in taken:
             next_id += 1
         if next_id >= 32768:
             raise ValueError("too many objects: pass indices stop at 32767")
-        obj[ID_PROPERTY] = next_id
-        ids[obj.name] = next_id
+        if _keeps_own_properties(obj):
+            obj[ID_PROPERTY] = next_id
+        else:
+            linked[obj.name_full] = next_id
+        ids[obj.name_full] = next_id
         taken.add(next_id)
+    if linked != _linked_ids(scene):
+        scene[LINKED_IDS_PROPERTY] = json.dumps(linked, sort_keys=True)
     return ids
 
 
@@ -107,6 +142,6 @@ def use_ids_as_pass_indices(overrides, ids: dict[str, int]) -> None:
     every other object's to 0: an index the artist gave something without an ID (a volume, grease pencil) must not
     read as another object's ID."""
     for obj in bpy.data.objects:
-        index = ids.get(obj.name, 0)
+        index = ids.get(obj.name_full, 0)
         if obj.pass_index != index:
             overrides.set(obj, "pass_index", index)

@@ -14,7 +14,8 @@ A reference image is bound to an object, not to a shot: it applies in every shot
 property is what the panel shows; its update callback copies the path into the object's custom property
 ``cinepregen_reference`` (``render_passes.REFERENCE_PROPERTY``), which is what the pass renderer reads. From Blender
 5.0 on, ``bpy.props`` values are no longer custom properties, so the copy is needed there (on 4.5 it is the same
-storage and the copy is a no-op).
+storage and the copy is a no-op). The RNA property is overridable: on a library override (a linked character made
+editable, the studio way) only such properties are saved, so there the renderer reads it rather than the copy.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ def register_properties() -> None:
         description="Image of this character or prop, used in every shot it appears in",
         subtype="FILE_PATH",
         options=PATH_OPTIONS,
+        override={"LIBRARY_OVERRIDABLE"},  # a linked character made editable by an override keeps its reference
         update=_mirror_reference,
     )
 

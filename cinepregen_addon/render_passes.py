@@ -32,7 +32,7 @@ import numpy as np
 
 from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
-from .object_ids import ID_PROPERTY, ensure_object_ids, scene_objects, use_ids_as_pass_indices
+from .object_ids import ensure_object_ids, scene_objects, stored_id, use_ids_as_pass_indices
 from .render_settings import Overrides, set_clay, set_common, set_cycles_passes
 
 REFERENCE_PROPERTY = "cinepregen_reference"
@@ -148,11 +148,11 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
                              default=str).encode())
     camera = scene.objects.get(spec.camera_name)
-    objects = sorted(scene_objects(scene), key=lambda o: o.name)
+    objects = sorted(scene_objects(scene), key=lambda o: o.name_full)
     for obj in objects:
         reference = _reference_path(obj, spec)
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
-        digest.update(f"{obj.name}|{obj.get(ID_PROPERTY)}|{obj.hide_render}|{reference}|"
+        digest.update(f"{obj.name_full}|{stored_id(scene, obj)}|{obj.hide_render}|{reference}|"
                       f"{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}".encode())
         if obj.type == "MESH":
             coordinates = np.empty(len(obj.data.vertices) * 3, np.float32)
@@ -177,7 +177,10 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
 
 
 def _reference_path(obj, spec: ShotRenderSpec) -> str | None:
-    path = spec.references.get(obj.name) or obj.get(REFERENCE_PROPERTY) or None
+    """The spec's reference for the object, else the one bound to it: the add-on's RNA property first (the one an
+    override keeps), then its custom-property copy (set without the add-on registered, and on Blender 4.5)."""
+    path = (spec.references.get(obj.name_full) or getattr(obj, REFERENCE_PROPERTY, "")
+            or obj.get(REFERENCE_PROPERTY) or None)
     return bpy.path.abspath(str(path)) if path else None
 
 
@@ -213,7 +216,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
     camera = scene.objects.get(spec.camera_name)
     if camera is None or camera.type != "CAMERA":
         raise ValueError(f"shot {spec.name!r}: {spec.camera_name!r} is not a camera object in scene {scene.name!r}")
-    unknown = sorted(set(spec.references) - set(scene.objects.keys()))
+    unknown = sorted(set(spec.references) - {o.name_full for o in [*scene.objects, *scene_objects(scene)]})
     if unknown:
         raise ValueError(f"shot {spec.name!r}: references name objects not in the scene: {', '.join(unknown)}")
     for name, path in spec.references.items():
@@ -271,10 +274,11 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
 
     present = set(np.unique(np.concatenate([p.object_id.ravel() for p in passes])).tolist()) - {0}
     names = {v: k for k, v in ids.items()}
+    by_name = {o.name_full: o for o in scene_objects(scene)}
     objects, reference_images = [], {}
     for object_id in sorted(present):
         name = names.get(object_id, f"object {object_id}")  # a pass index set on something outside the scene
-        reference = _reference_path(scene.objects[name], spec) if name in scene.objects else None
+        reference = _reference_path(by_name[name], spec) if name in by_name else None
         if reference is not None:
             if not Path(reference).is_file():
                 raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")

@@ -73,8 +73,8 @@ def set_common(o: Overrides, scene, spec: ShotRenderSpec, camera, filepath: str)
     o.set(render, "use_file_extension", True)
     o.set(render, "use_overwrite", True)
     o.set(render, "filepath", filepath)
-    for name in bone_shapes():  # display helpers, not part of the shot
-        o.set(bpy.data.objects[name], "hide_render", True)
+    for shape in bone_shapes().values():  # display helpers, not part of the shot
+        o.set(shape, "hide_render", True)
 
 
 def _override_material(name: str, shader: str, output: str):

@@ -396,6 +396,63 @@ def test_reference_binding_reaches_the_pass_renderer(scene, tmp_path):
     assert REFERENCE_PROPERTY not in hero.keys() or hero[REFERENCE_PROPERTY] == ""
 
 
+def _cube_object(name: str, location, size: float, collection) -> bpy.types.Object:
+    mesh = bpy.data.meshes.new(name)
+    half = size / 2
+    mesh.from_pydata([(x * half, y * half, z * half) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], [],
+                     [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+    obj = bpy.data.objects.new(name, mesh)
+    obj.location = location
+    collection.objects.link(obj)
+    return obj
+
+
+def test_linked_characters_and_overrides_keep_their_ids_and_references_after_reopening(scene, tmp_path):
+    """The studio way: a character linked from a library file and made editable by a library override, and a prop
+    linked as it is, each beside a local object of the same name. Every one gets its own ID; the reference bound to
+    the override and the IDs of linked and overridden objects (which Blender does not save on those objects) come
+    back when the file is reopened, and a second render names every object with the same ID."""
+    from cinepregen_addon.core import shot_bundle
+    from cinepregen_addon.core.png_codec import write_png
+    from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
+
+    character = bpy.data.collections.new("Character")
+    scene.collection.children.link(character)
+    _cube_object("Body", (0.0, 0.0, 0.6), 1.2, character)
+    _cube_object("Crate", (2.0, 0.0, 0.4), 0.8, scene.collection)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "library.blend"))
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    _cube_object("Body", (-2.0, 0.0, 0.4), 0.8, scene.collection)  # local objects named like the library's
+    _cube_object("Crate", (-4.0, 0.0, 0.4), 0.8, scene.collection)
+    with bpy.data.libraries.load(str(tmp_path / "library.blend"), link=True) as (source, linked):
+        linked.collections, linked.objects = ["Character"], ["Crate"]
+    scene.collection.objects.link(linked.objects[0])
+    linked.collections[0].override_hierarchy_create(scene, bpy.context.view_layer, do_fully_editable=True)
+    body = next(o for o in bpy.data.objects if o.override_library is not None)
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    camera.location, camera.rotation_euler = (-1.0, -12.0, 1.0), (1.5708, 0.0, 0.0)
+    scene.collection.objects.link(camera)
+    write_png(tmp_path / "body.png", np.full((8, 8, 3), 180, np.uint8))
+    assert bpy.ops.cinepregen.bind_reference(filepath=str(tmp_path / "body.png"), object_name=body.name) == {"FINISHED"}
+    spec = ShotRenderSpec("linked", "Camera", 1, 1, resolution=(96, 54))
+
+    def render(folder: str) -> tuple[dict[str, int], list[int], np.ndarray]:
+        bundle = shot_bundle.read_bundle(render_shot_bundle(bpy.context.scene, spec, tmp_path / folder))
+        return {o.name: o.id for o in bundle.objects}, sorted(bundle.reference_images), bundle.passes[0].object_id
+
+    ids, references, id_pass = render("first")
+    names = {"Body", body.name, "Crate", "Crate [library.blend]"}
+    assert names <= set(ids) and len({ids[name] for name in names}) == 4, ids
+    assert all(np.any(id_pass == ids[name]) for name in names)  # each seen under its own ID
+    assert references == [ids[body.name]]
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "shot.blend"))
+    again, references_again, _ = render("second")
+    assert again == ids and references_again == references
+
+
 class RecordingLayout:
     """Stands in for ``UILayout``: checks every property and operator name the panels use exists."""
 

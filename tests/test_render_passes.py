@@ -12,8 +12,8 @@ from mathutils import Vector
 
 from backend.blender.scenes import build_test_scene
 from cinepregen_addon.core import camera_geometry, shot_bundle
+from cinepregen_addon.object_ids import ID_PROPERTY
 from cinepregen_addon.render_passes import (
-    ID_PROPERTY,
     REFERENCE_PROPERTY,
     ShotRenderSpec,
     ensure_object_ids,
