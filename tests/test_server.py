@@ -192,6 +192,10 @@ def test_submit_progress_and_result_download(tmp_path):
 
         clip = server.http.get(f"/v1/jobs/{job_id}/result.mp4")
         assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
+        head = server.http.head(f"/v1/jobs/{job_id}/result.mp4")  # curl -I: the head only
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(clip.content))
+        assert server.http.head("/v1/health").status_code == 200
         (tmp_path / "result.mp4").write_bytes(clip.content)
         frames = read_mp4(tmp_path / "result.mp4")
         assert len(frames) == 3 and frames[0].shape == (18, 32, 3)

@@ -67,6 +67,8 @@ class RequestGuard:
     5. **Stalled uploads**: a body that sends nothing for ``stall_seconds`` is answered 408 and its connection
        closed (uvicorn waits for a body forever: a laptop that drops off the network mid-upload, or a client that
        trickles, would hold the connection and the upload's spooled file until the server stops).
+
+    HEAD requests (``curl -I``, uptime monitors) are routed as GET; the HTTP server sends the head only.
     """
 
     def __init__(self, app: Callable, token: str | None, max_upload_bytes: int, allowed_hosts: tuple[str, ...] = (),
@@ -80,6 +82,8 @@ class RequestGuard:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope["method"] == "HEAD":  # routed as GET (FastAPI answers HEAD 405); the server drops the body itself
+            scope = {**scope, "method": "GET"}
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         problem = self._origin_problem(scope, headers)
         if problem:
