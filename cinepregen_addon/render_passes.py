@@ -32,7 +32,7 @@ import numpy as np
 
 from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
-from .object_ids import ensure_object_ids, scene_objects, stored_id, use_ids_as_pass_indices
+from .object_ids import ensure_object_ids, scene_objects, use_ids_as_pass_indices
 from .render_settings import Overrides, set_clay, set_common, set_cycles_passes
 
 REFERENCE_PROPERTY = "cinepregen_reference"
@@ -142,7 +142,7 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     the camera and lens at every frame, and every renderable object's ID, visibility, evaluated bounds at every
     frame (moves, rigs and shape keys change them) and mesh data, and each reference file's size and time. The same
     fingerprint means the bundle on disk is still the one these inputs would render."""
-    ensure_object_ids(scene)  # as the render will: IDs given now must not change the fingerprint afterwards
+    ids = ensure_object_ids(scene)  # as the render will: IDs given now must not change the fingerprint afterwards
     digest = hashlib.sha256()
     fields = {k: v for k, v in vars(spec).items() if k != "references"}
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
@@ -152,7 +152,7 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     for obj in objects:
         reference = _reference_path(obj, spec)
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
-        digest.update(f"{obj.name_full}|{stored_id(scene, obj)}|{obj.hide_render}|{reference}|"
+        digest.update(f"{obj.name_full}|{ids.get(obj.name_full)}|{obj.hide_render}|{reference}|"
                       f"{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}".encode())
         if obj.type == "MESH":
             coordinates = np.empty(len(obj.data.vertices) * 3, np.float32)
