@@ -3,6 +3,8 @@ inside its frame range, keys outside it are kept."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 
 from .core.camera_pose import CameraSample
@@ -15,8 +17,15 @@ OVERRIDING_CONSTRAINTS = {"TRACK_TO", "DAMPED_TRACK", "LOCKED_TRACK", "COPY_ROTA
 
 
 def keyable_camera(camera) -> None:
-    """Put the camera in XYZ Euler rotation, which the moves key (a camera in quaternion or axis-angle mode, as a
-    glTF import leaves them, ignores rotation_euler: a 30 degree pan turned it 0), keeping its orientation."""
+    """Make the camera ready for a move's keys: in XYZ Euler rotation, which the moves key (a camera in quaternion
+    or axis-angle mode, as a glTF import leaves them, ignores rotation_euler: a 30 degree pan turned it 0), keeping
+    its orientation. A camera (or lens) linked from another file is refused: Blender plays keys set on it until the
+    file is reopened, then they are gone."""
+    for data, what in ((camera, "it"), (camera.data, "its lens")):
+        if data.library is not None:
+            raise ValueError(f"camera {camera.name!r}: {what} is linked from {Path(data.library.filepath).name}, so "
+                             "keys on it are not saved; make it editable (Object > Library Override > Make) or give "
+                             "the shot a camera of this file")
     if camera.rotation_mode != "XYZ":
         rotation = camera.matrix_basis.to_quaternion()
         camera.rotation_mode = "XYZ"

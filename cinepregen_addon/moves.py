@@ -24,7 +24,7 @@ from .core import camera_moves, framing
 from .core.camera_moves import MoveSpec
 from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
 from .core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
-from .keyframes import move_warnings, write_camera_samples
+from .keyframes import keyable_camera, move_warnings, write_camera_samples
 from .object_ids import GEOMETRY_TYPES
 from .shots import ShotOperator, capture_start_pose, shot_at
 
@@ -135,8 +135,8 @@ def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[CameraSa
 def apply_shot_move(scene, shot) -> list[CameraSample]:
     """Write the shot's move (global + local layer) as keyframes on its camera; returns the samples written."""
     samples = shot_samples(scene, shot)
-    shot.camera.data.sensor_width = shot.sensor_mm
     write_camera_samples(shot.camera, samples)
+    shot.camera.data.sensor_width = shot.sensor_mm
     return samples
 
 
@@ -213,6 +213,7 @@ def frame_shot_subject(scene, shot) -> CameraPose:
         raise ValueError(f"shot {shot.name!r} has no subject to frame")
     if shot.camera is None:
         raise ValueError(f"shot {shot.name!r} has no camera")
+    keyable_camera(shot.camera)  # before the camera and the shot's start pose change
     scene.view_layers[0].update()  # a subject placed by a script has no current matrix_world until evaluated
     aspect = render_passes.frame_aspect(scene)
     heading = shot.start_rotation[2] if shot.has_start_pose else 0.0

@@ -453,6 +453,45 @@ def test_linked_characters_and_overrides_keep_their_ids_and_references_after_reo
     assert again == ids and references_again == references
 
 
+def test_a_camera_linked_from_a_library_is_refused_for_moves_and_its_override_keeps_them(scene, tmp_path):
+    """Keys set on a linked camera play until the file is reopened, then are gone: keying one is refused in one
+    line saying what to do, before the shot changes; the camera made a library override keeps its keyed move."""
+    camera = bpy.data.objects.new("LayoutCam", bpy.data.cameras.new("LayoutCam"))
+    camera.location, camera.rotation_euler = (0.0, -10.0, 1.6), (1.5708, 0.0, 0.0)
+    scene.collection.objects.link(camera)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "layout.blend"))
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    with bpy.data.libraries.load(str(tmp_path / "layout.blend"), link=True) as (source, linked):
+        linked.objects = ["LayoutCam"]
+    camera = linked.objects[0]
+    scene.collection.objects.link(camera)
+    subject = _cube_object("Hero", (0.0, 0.0, 0.9), 1.8, scene.collection)
+    assert bpy.ops.cinepregen.shot_add(name="S1", length=12) == {"FINISHED"}
+    shot = scene.cinepregen.shots[0]
+    shot.camera, shot.subject = camera, subject
+    shot.move_json = json.dumps({"kind": "dolly", "params": {"distance": 1.0}, "easing": "linear"})
+    start_pose = (tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
+    for operator in (bpy.ops.cinepregen.apply_move, bpy.ops.cinepregen.frame_subject):
+        with pytest.raises(RuntimeError, match="'LayoutCam': it is linked from layout.blend, so keys on it are not "
+                                               "saved; make it editable"):
+            operator()
+    assert camera.animation_data is None
+    assert (tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm) == start_pose
+    override = camera.override_create(remap_local_usages=True)
+    override.data = override.data.override_create(remap_local_usages=True)
+    shot.camera = override
+    assert bpy.ops.cinepregen.apply_move(capture_start=True) == {"FINISHED"}
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "shot.blend"))
+    scene = bpy.context.scene
+    reopened = scene.cinepregen.shots[0].camera
+    scene.frame_set(1)
+    start = reopened.matrix_world.translation.copy()
+    scene.frame_set(12)
+    assert (reopened.matrix_world.translation - start).length == pytest.approx(1.0, abs=1e-3)
+
+
 class RecordingLayout:
     """Stands in for ``UILayout``: checks every property and operator name the panels use exists."""
 
