@@ -42,6 +42,11 @@ class CINEPREGEN_OT_render_passes(ShotOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
+def object_named(name: str):
+    """An object by name, or by ``name_full`` ("Crate [props.blend]": a linked one beside a local "Crate")."""
+    return bpy.data.objects.get(name) or next((o for o in bpy.data.objects if o.name_full == name), None)
+
+
 class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
     """Bind a reference image to an object: it applies in every shot the object appears in"""
 
@@ -59,9 +64,7 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         return context.scene is not None
 
     def _target(self, context):
-        if self.object_name:
-            return bpy.data.objects.get(self.object_name)
-        return context.active_object
+        return object_named(self.object_name) if self.object_name else context.active_object
 
     def invoke(self, context, event):
         if self._target(context) is None:
@@ -74,6 +77,10 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         obj = self._target(context)
         if obj is None:
             self.report({"ERROR"}, f"no object {self.object_name!r}" if self.object_name else "no active object")
+            return {"CANCELLED"}
+        if obj.library is not None:  # Blender would take the binding and drop it when the file is reopened
+            self.report({"ERROR"}, f"{obj.name} is linked from {Path(obj.library.filepath).name}, so a reference "
+                                   "bound to it is not saved; make it editable (Object > Library Override > Make)")
             return {"CANCELLED"}
         if not self.filepath or not Path(bpy.path.abspath(self.filepath)).is_file():
             self.report({"ERROR"}, f"reference image not found: {self.filepath!r}")
@@ -99,7 +106,7 @@ class CINEPREGEN_OT_clear_reference(bpy.types.Operator):
     object_name: StringProperty(name="Object", description="Object to clear (empty: the active object)")
 
     def execute(self, context):
-        obj = bpy.data.objects.get(self.object_name) if self.object_name else context.active_object
+        obj = object_named(self.object_name) if self.object_name else context.active_object
         if obj is None:
             self.report({"ERROR"}, "no object to clear")
             return {"CANCELLED"}

@@ -436,6 +436,9 @@ def test_linked_characters_and_overrides_keep_their_ids_and_references_after_reo
     scene.collection.objects.link(camera)
     write_png(tmp_path / "body.png", np.full((8, 8, 3), 180, np.uint8))
     assert bpy.ops.cinepregen.bind_reference(filepath=str(tmp_path / "body.png"), object_name=body.name) == {"FINISHED"}
+    with pytest.raises(RuntimeError, match="Crate is linked from library.blend, so a reference bound to it is not "
+                                           "saved; make it editable"):  # the linked one, not the local 'Crate'
+        bpy.ops.cinepregen.bind_reference(filepath=str(tmp_path / "body.png"), object_name=linked.objects[0].name_full)
     spec = ShotRenderSpec("linked", "Camera", 1, 1, resolution=(96, 54))
 
     def render(folder: str) -> tuple[dict[str, int], list[int], np.ndarray]:
