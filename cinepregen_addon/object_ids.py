@@ -106,8 +106,9 @@ def objects_without_ids(scene) -> list[str]:
     return [o.name_full for o in objects if o.name_full not in have]
 
 
-def ensure_object_ids(scene) -> dict[str, int]:
-    """Give every renderable object of the scene (instanced ones too) a stable ID.
+def ensure_object_ids(scene, objects: list | None = None) -> dict[str, int]:
+    """Give every renderable object of the scene (instanced ones too; ``objects``: ``scene_objects(scene)`` when the
+    caller has them) a stable ID.
 
     IDs are kept with the file (``stored_ids``), so they survive saving and are the same in every shot of the
     board; the answer is keyed by ``name_full``. Existing IDs are kept; a duplicated object, which copies its
@@ -115,7 +116,7 @@ def ensure_object_ids(scene) -> dict[str, int]:
     (``use_ids_as_pass_indices``): the artist's own pass indices, which their compositing masks read, stay as they
     were.
     """
-    objects = sorted(scene_objects(scene), key=lambda o: o.name_full)
+    objects = sorted(scene_objects(scene) if objects is None else objects, key=lambda o: o.name_full)
     stored = stored_ids(scene, objects)
     ids: dict[str, int] = {}
     taken: set[int] = set()

@@ -142,13 +142,13 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     the camera and lens at every frame, and every renderable object's ID, visibility, evaluated bounds at every
     frame (moves, rigs and shape keys change them) and mesh data, and each reference file's size and time. The same
     fingerprint means the bundle on disk is still the one these inputs would render."""
-    ids = ensure_object_ids(scene)  # as the render will: IDs given now must not change the fingerprint afterwards
+    objects = sorted(scene_objects(scene), key=lambda o: o.name_full)
+    ids = ensure_object_ids(scene, objects)  # as the render will: IDs given now must not change the fingerprint
     digest = hashlib.sha256()
     fields = {k: v for k, v in vars(spec).items() if k != "references"}
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
                              default=str).encode())
     camera = scene.objects.get(spec.camera_name)
-    objects = sorted(scene_objects(scene), key=lambda o: o.name_full)
     for obj in objects:
         reference = _reference_path(obj, spec)
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
@@ -216,13 +216,14 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
     camera = scene.objects.get(spec.camera_name)
     if camera is None or camera.type != "CAMERA":
         raise ValueError(f"shot {spec.name!r}: {spec.camera_name!r} is not a camera object in scene {scene.name!r}")
-    unknown = sorted(set(spec.references) - {o.name_full for o in [*scene.objects, *scene_objects(scene)]})
+    shown = {o.name_full: o for o in scene_objects(scene)}
+    unknown = sorted(set(spec.references) - {o.name_full for o in scene.objects} - set(shown))
     if unknown:
         raise ValueError(f"shot {spec.name!r}: references name objects not in the scene: {', '.join(unknown)}")
     for name, path in spec.references.items():
         if not Path(bpy.path.abspath(path)).is_file():
             raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {path}")
-    ids = ensure_object_ids(scene)
+    ids = ensure_object_ids(scene, list(shown.values()))
     frames = list(range(spec.frame_start, spec.frame_end + 1))
     stages = [("render", set_cycles_passes)] + ([("clay", set_clay)] if spec.include_clay else [])
     total = len(frames) * (len(stages) + 1)
@@ -274,11 +275,10 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
 
     present = set(np.unique(np.concatenate([p.object_id.ravel() for p in passes])).tolist()) - {0}
     names = {v: k for k, v in ids.items()}
-    by_name = {o.name_full: o for o in scene_objects(scene)}
     objects, reference_images = [], {}
     for object_id in sorted(present):
         name = names.get(object_id, f"object {object_id}")  # a pass index set on something outside the scene
-        reference = _reference_path(by_name[name], spec) if name in by_name else None
+        reference = _reference_path(shown[name], spec) if name in shown else None
         if reference is not None:
             if not Path(reference).is_file():
                 raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")
