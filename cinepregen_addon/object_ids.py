@@ -20,6 +20,12 @@ LINKED_IDS_PROPERTY = "cinepregen_linked_ids"
 GEOMETRY_TYPES = {"MESH", "CURVE", "CURVES", "SURFACE", "META", "FONT", "POINTCLOUD"}
 
 
+def object_named(objects, name: str):
+    """The object called ``name`` in ``objects`` (``bpy.data.objects``, ``scene.objects``), else the one whose
+    ``name_full`` it is ("Camera [layout.blend]": a linked one beside a local "Camera"); None if neither."""
+    return objects.get(name) or next((o for o in objects if o.name_full == name), None)
+
+
 def _renderable_objects(objects, seen: set[str], shapes: dict) -> list:
     """Geometry objects that render, including those a collection instance brings in (they render with their own
     index). Objects hidden from the render and bone display shapes (``shapes``: the helper meshes armatures, and the

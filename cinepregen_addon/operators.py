@@ -9,6 +9,7 @@ import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from . import moves, render_passes, shots
+from .object_ids import object_named
 from .shots import ShotOperator, shot_at
 
 
@@ -42,11 +43,6 @@ class CINEPREGEN_OT_render_passes(ShotOperator, bpy.types.Operator):
         return {"FINISHED"}
 
 
-def object_named(name: str):
-    """An object by name, or by ``name_full`` ("Crate [props.blend]": a linked one beside a local "Crate")."""
-    return bpy.data.objects.get(name) or next((o for o in bpy.data.objects if o.name_full == name), None)
-
-
 class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
     """Bind a reference image to an object: it applies in every shot the object appears in"""
 
@@ -64,7 +60,7 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         return context.scene is not None
 
     def _target(self, context):
-        return object_named(self.object_name) if self.object_name else context.active_object
+        return object_named(bpy.data.objects, self.object_name) if self.object_name else context.active_object
 
     def invoke(self, context, event):
         if self._target(context) is None:
@@ -106,7 +102,7 @@ class CINEPREGEN_OT_clear_reference(bpy.types.Operator):
     object_name: StringProperty(name="Object", description="Object to clear (empty: the active object)")
 
     def execute(self, context):
-        obj = object_named(self.object_name) if self.object_name else context.active_object
+        obj = object_named(bpy.data.objects, self.object_name) if self.object_name else context.active_object
         if obj is None:
             self.report({"ERROR"}, "no object to clear")
             return {"CANCELLED"}

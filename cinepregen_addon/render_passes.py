@@ -32,7 +32,7 @@ import numpy as np
 
 from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
-from .object_ids import ensure_object_ids, scene_objects, use_ids_as_pass_indices
+from .object_ids import ensure_object_ids, object_named, scene_objects, use_ids_as_pass_indices
 from .render_settings import Overrides, set_clay, set_common, set_cycles_passes
 
 REFERENCE_PROPERTY = "cinepregen_reference"
@@ -148,7 +148,7 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     fields = {k: v for k, v in vars(spec).items() if k != "references"}
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
                              default=str).encode())
-    camera = scene.objects.get(spec.camera_name)
+    camera = object_named(scene.objects, spec.camera_name)
     for obj in objects:
         reference = _reference_path(obj, spec)
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
@@ -213,7 +213,7 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
     Blender responsive while a shot renders; closing the generator stops it and puts the scene's settings back."""
     if not spec.camera_name:
         raise ValueError(f"shot {spec.name!r} has no camera: pick one in its Camera field")
-    camera = scene.objects.get(spec.camera_name)
+    camera = object_named(scene.objects, spec.camera_name)
     if camera is None or camera.type != "CAMERA":
         raise ValueError(f"shot {spec.name!r}: {spec.camera_name!r} is not a camera object in scene {scene.name!r}")
     shown = {o.name_full: o for o in scene_objects(scene)}
@@ -309,7 +309,7 @@ def storyboard_shot_specs(scene, resolution: tuple[int, int] | None = None,
     specs = []
     for shot in board.shots:  # a shot without a camera fails alone, when it is rendered
         specs.append(ShotRenderSpec(
-            name=shot.name, camera_name=shot.camera.name if shot.camera is not None else "",
+            name=shot.name, camera_name=shot.camera.name_full if shot.camera is not None else "",
             frame_start=shot.frame_start, frame_end=shot.frame_end,
             prompt=shot.prompt, seed=shot.seed, resolution=resolution, include_clay=include_clay,
             fps=scene.render.fps / scene.render.fps_base,

@@ -458,7 +458,11 @@ def test_linked_characters_and_overrides_keep_their_ids_and_references_after_reo
 
 def test_a_camera_linked_from_a_library_is_refused_for_moves_and_its_override_keeps_them(scene, tmp_path):
     """Keys set on a linked camera play until the file is reopened, then are gone: keying one is refused in one
-    line saying what to do, before the shot changes; the camera made a library override keeps its keyed move."""
+    line saying what to do, before the shot changes; its passes render from it, not from this file's camera of the
+    same name; the camera made a library override keeps its keyed move."""
+    from cinepregen_addon import render_passes
+    from cinepregen_addon.core import shot_bundle
+
     camera = bpy.data.objects.new("LayoutCam", bpy.data.cameras.new("LayoutCam"))
     camera.location, camera.rotation_euler = (0.0, -10.0, 1.6), (1.5708, 0.0, 0.0)
     scene.collection.objects.link(camera)
@@ -467,6 +471,9 @@ def test_a_camera_linked_from_a_library_is_refused_for_moves_and_its_override_ke
     scene = bpy.context.scene
     with bpy.data.libraries.load(str(tmp_path / "layout.blend"), link=True) as (source, linked):
         linked.objects = ["LayoutCam"]
+    local = bpy.data.objects.new("LayoutCam", bpy.data.cameras.new("LocalCam"))  # this file's own, same name
+    local.location = (6.0, -6.0, 3.0)
+    scene.collection.objects.link(local)
     camera = linked.objects[0]
     scene.collection.objects.link(camera)
     subject = _cube_object("Hero", (0.0, 0.0, 0.9), 1.8, scene.collection)
@@ -481,6 +488,10 @@ def test_a_camera_linked_from_a_library_is_refused_for_moves_and_its_override_ke
             operator()
     assert camera.animation_data is None
     assert (tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm) == start_pose
+    spec = render_passes.storyboard_shot_specs(scene, resolution=(32, 18))[0]  # its passes: from the linked camera
+    first = shot_bundle.read_bundle(render_passes.render_shot_bundle(scene, spec, tmp_path / "passes")).cameras[0]
+    rotation, translation = first.world_to_camera[:3, :3], first.world_to_camera[:3, 3]
+    np.testing.assert_allclose(-rotation.T @ translation, camera.matrix_world.translation, atol=1e-4)
     override = camera.override_create(remap_local_usages=True)
     override.data = override.data.override_create(remap_local_usages=True)
     shot.camera = override
