@@ -94,48 +94,41 @@ def _linked_ids(scene) -> dict:
     return stored if isinstance(stored, dict) else {}
 
 
-def stored_ids(scene, objects) -> dict[str, int]:
-    """The IDs kept with the file for ``objects``, by ``name_full``; objects without one are left out."""
-    linked = _linked_ids(scene)
-    found = {}
-    for obj in objects:
-        value = obj.get(ID_PROPERTY) if _keeps_own_properties(obj) else linked.get(obj.name_full)
-        if isinstance(value, int) and not isinstance(value, bool):
-            found[obj.name_full] = value
-    return found
+def _stored_id(obj, linked: dict) -> int | None:
+    """The object's ID as kept with the file (``linked``: the scene's record, ``_linked_ids``), or None."""
+    value = obj.get(ID_PROPERTY) if _keeps_own_properties(obj) else linked.get(obj.name_full)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def objects_without_ids(scene) -> list[str]:
     """Renderable objects that have no stable ID yet (the next render gives them one)."""
-    objects = scene_objects(scene)
-    have = stored_ids(scene, objects)
-    return [o.name_full for o in objects if o.name_full not in have]
+    linked = _linked_ids(scene)
+    return [o.name_full for o in scene_objects(scene) if _stored_id(o, linked) is None]
 
 
 def ensure_object_ids(scene, objects: list | None = None) -> dict[str, int]:
     """Give every renderable object of the scene (instanced ones too; ``objects``: ``scene_objects(scene)`` when the
     caller has them) a stable ID.
 
-    IDs are kept with the file (``stored_ids``), so they survive saving and are the same in every shot of the
+    IDs are kept with the file (``_stored_id``), so they survive saving and are the same in every shot of the
     board; the answer is keyed by ``name_full``. Existing IDs are kept; a duplicated object, which copies its
     source's property, gets a new one. They become pass indices only while the passes render
     (``use_ids_as_pass_indices``): the artist's own pass indices, which their compositing masks read, stay as they
     were.
     """
     objects = sorted(scene_objects(scene) if objects is None else objects, key=lambda o: o.name_full)
-    stored = stored_ids(scene, objects)
+    linked = _linked_ids(scene)
     ids: dict[str, int] = {}
     taken: set[int] = set()
     new = []
     for obj in objects:
-        value = stored.get(obj.name_full)
+        value = _stored_id(obj, linked)
         if value is not None and 0 < value < 32768 and value not in taken:
             ids[obj.name_full] = value
             taken.add(value)
         else:
             new.append(obj)
     next_id = max(taken, default=0) + 1
-    linked = _linked_ids(scene)
     for obj in new:
         while next_id in taken:
             next_id += 1
