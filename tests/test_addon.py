@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import cinepregen_addon
+from backend.blender.scenes import shape_mesh
 from cinepregen_addon.core import camera_moves
 from cinepregen_addon.core.camera_pose import CameraPose, euler_to_matrix
 
@@ -323,14 +324,7 @@ def test_pinned_pose_stays_exact_when_the_global_move_changes(scene):
 
 
 def test_frame_subject_puts_subject_in_the_middle(scene):
-    import bmesh
-
-    mesh = bpy.data.meshes.new("Hero")
-    bm = bmesh.new()
-    bmesh.ops.create_cube(bm, size=1.0)
-    bm.to_mesh(mesh)
-    bm.free()
-    hero = bpy.data.objects.new("Hero", mesh)
+    hero = bpy.data.objects.new("Hero", shape_mesh("Hero", "Cube", 1.0))
     hero.location, hero.scale = (2.0, 3.0, 0.875), (0.5, 0.3, 1.75)
     scene.collection.objects.link(hero)
     bpy.ops.cinepregen.shot_add(name="A", length=5)
@@ -397,11 +391,7 @@ def test_reference_binding_reaches_the_pass_renderer(scene, tmp_path):
 
 
 def _cube_object(name: str, location, size: float, collection) -> bpy.types.Object:
-    mesh = bpy.data.meshes.new(name)
-    half = size / 2
-    mesh.from_pydata([(x * half, y * half, z * half) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], [],
-                     [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
-    obj = bpy.data.objects.new(name, mesh)
+    obj = bpy.data.objects.new(name, shape_mesh(name, "Cube", size))
     obj.location = location
     collection.objects.link(obj)
     return obj
@@ -644,16 +634,9 @@ def test_camera_path_toggle_adds_and_removes_the_draw_handler(scene):
 
 
 def test_render_passes_writes_the_active_shots_bundle(scene, tmp_path):
-    import bmesh
-
     from cinepregen_addon.core import shot_bundle
 
-    mesh = bpy.data.meshes.new("Box")
-    bm = bmesh.new()
-    bmesh.ops.create_cube(bm, size=1.0)
-    bm.to_mesh(mesh)
-    bm.free()
-    scene.collection.objects.link(bpy.data.objects.new("Box", mesh))
+    scene.collection.objects.link(bpy.data.objects.new("Box", shape_mesh("Box", "Cube", 1.0)))
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "board.blend"))  # bundles go next to the .blend
     bpy.ops.cinepregen.shot_add(name="Box shot", length=2)
     shot = scene.cinepregen.shots[0]

@@ -15,7 +15,8 @@ WALL_NAME = "Wall"
 PROP_SHAPES = ("Cube", "Sphere", "Cylinder")
 
 
-def _mesh(name: str, shape: str, size: float):
+def shape_mesh(name: str, shape: str, size: float):
+    """A mesh of one of ``PROP_SHAPES`` or "Plane", ``size`` across, centred on its origin."""
     import bmesh
     import bpy
 
@@ -105,7 +106,7 @@ def build_test_scene(
     if camera_move == "truck":
         _key_linear(camera, "location", [(frame_start, (-0.5, 0.0, 0.0)), (frame_end, (0.5, 0.0, 0.0))])
 
-    wall = bpy.data.objects.new(WALL_NAME, _mesh(WALL_NAME, "Plane", 40.0))
+    wall = bpy.data.objects.new(WALL_NAME, shape_mesh(WALL_NAME, "Plane", 40.0))
     wall.location = (0.0, wall_distance, 0.0)
     wall.rotation_euler = (math.pi / 2, 0.0, 0.0)  # plane normal +Z -> -Y, towards the camera
     scene.collection.objects.link(wall)
@@ -117,7 +118,7 @@ def build_test_scene(
         name = f"{shape}{i // len(PROP_SHAPES) + 1 if i >= len(PROP_SHAPES) else ''}"
         x = (i - (n_objects - 1) / 2) * 1.6
         location = (x, depth + 0.3 * (i % 2), 0.35 * ((i % 3) - 1))
-        obj = bpy.data.objects.new(name, _mesh(name, shape, 0.8))
+        obj = bpy.data.objects.new(name, shape_mesh(name, shape, 0.8))
         obj.location = location
         scene.collection.objects.link(obj)
         objects[name] = location
