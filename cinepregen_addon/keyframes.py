@@ -3,9 +3,11 @@ inside its frame range, keys outside it are kept."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import bpy
+from mathutils import Euler, Matrix, Vector
 
 from .core.camera_pose import CameraSample
 
@@ -32,13 +34,77 @@ def keyable_camera(camera) -> None:
         camera.rotation_euler = rotation.to_euler("XYZ")
 
 
-def move_warnings(camera) -> list[str]:
-    """What keeps a keyed move from showing as keyed on this camera: a parent (the move is keyed in its space) or
-    a constraint that moves or aims the camera."""
+def move_space(scene, camera, frame: int) -> Matrix | None:
+    """The space a shot's move is keyed in: the camera's parent space at the shot's first ``frame``, so a move on a
+    camera parented to a rig or a layout empty plays in the set where it was designed (it was keyed in the parent's
+    space, wherever the parent stood) and rides along with what the parent does during the shot. None for a camera
+    without a parent, whose channels are world space."""
+    if camera.parent is None:
+        return None
+    current = scene.frame_current
+    if current != frame:
+        scene.frame_set(frame)
+    else:
+        bpy.context.view_layer.update()
+    try:
+        return parent_space(camera)
+    finally:
+        if current != frame:
+            scene.frame_set(current)
+
+
+def parent_space(camera) -> Matrix | None:
+    """The space the camera's own channels are in, as evaluated now (None without a parent)."""
+    if camera.parent is None:
+        return None
+    if camera.parent_type == "OBJECT":  # free of the camera's own channels and constraints
+        return camera.parent.matrix_world @ camera.matrix_parent_inverse
+    return camera.matrix_world @ camera.matrix_basis.inverted_safe()  # a bone or vertex parent
+
+
+def pose_in_move_space(basis: Matrix, rotation_euler, space: Matrix | None) -> tuple[tuple, tuple]:
+    """The camera's own channels (``basis``, its ``matrix_basis``, and its Euler angles) as a pose (location, XYZ
+    Euler) in the move's space."""
+    if space is None:
+        return tuple(basis.translation), tuple(rotation_euler)
+    location, rotation, _scale = (space @ basis).decompose()
+    return tuple(location), tuple(rotation.to_euler("XYZ", Euler(rotation_euler, "XYZ")))
+
+
+def camera_channels(samples: list[CameraSample], space: Matrix | None, rotation_euler) -> list[CameraSample]:
+    """Samples posed in the move's space as the camera's own location and rotation channels; the angles follow on
+    from ``rotation_euler`` (the camera's own now) frame by frame, so the keyed curves do not jump by 2 pi."""
+    if space is None:
+        return samples
+    inverse = space.inverted_safe()
+    previous = Euler(rotation_euler, "XYZ")
+    channels = []
+    for sample in samples:
+        pose = Matrix.LocRotScale(Vector(sample.location), Euler(sample.rotation_euler, "XYZ"), None)
+        location, rotation, _scale = (inverse @ pose).decompose()
+        previous = rotation.to_euler("XYZ", previous)
+        channels.append(dataclasses.replace(sample, location=tuple(location), rotation_euler=tuple(previous)))
+    return channels
+
+
+def parent_moves(scene, camera, frame_start: int, frame_end: int) -> bool:
+    """Whether the camera's parent space changes over the frames (looked at at the first, middle and last)."""
+    spaces = [move_space(scene, camera, f) for f in sorted({frame_start, (frame_start + frame_end) // 2, frame_end})]
+    if spaces[0] is None:
+        return False
+    return any(max(abs(a - b) for row_a, row_b in zip(spaces[0], other, strict=True)
+                   for a, b in zip(row_a, row_b, strict=True)) > 1e-6 for other in spaces[1:])
+
+
+def move_warnings(scene, shot) -> list[str]:
+    """What keeps a keyed move from playing as designed on the shot's camera: a parent that moves during the shot
+    (the move rides along with it) or a constraint that moves or aims the camera."""
+    camera = shot.camera
     warnings = []
-    if camera.parent is not None:
-        warnings.append(f"camera {camera.name!r} is parented to {camera.parent.name!r}: its move is keyed relative "
-                        "to the parent and travels with it (unparent it, keeping its transform, for moves in the set)")
+    if parent_moves(scene, camera, shot.frame_start, shot.frame_end):
+        warnings.append(f"camera {camera.name!r} is parented to {camera.parent.name!r}, which moves during the shot: "
+                        "the move rides along with it (unparent the camera, keeping its transform, for a move in "
+                        "the set alone)")
     overriding = [c.name for c in camera.constraints
                   if c.type in OVERRIDING_CONSTRAINTS and c.enabled and c.influence > 0]
     if overriding:
@@ -105,15 +171,17 @@ def remove_keys(id_data, frame_start: int, frame_end: int) -> None:
         fcurve.update()
 
 
-def write_camera_samples(camera, samples: list[CameraSample]) -> None:
-    """Key location and rotation on the camera object and the lens on its data, one key per sample frame."""
+def write_camera_samples(scene, camera, samples: list[CameraSample]) -> None:
+    """Key location and rotation on the camera object (in its parent's space at the first sample's frame, when it
+    has a parent: ``move_space``) and the lens on its data, one key per sample frame."""
     if not samples:
         return
     keyable_camera(camera)
     frames = [s.frame for s in samples]
     first, last = frames[0], frames[-1]
+    keyed = camera_channels(samples, move_space(scene, camera, first), camera.rotation_euler)
     for data_path, size in OBJECT_CHANNELS:
         for i in range(size):
-            values = [getattr(s, data_path)[i] for s in samples]
+            values = [getattr(s, data_path)[i] for s in keyed]
             replace_keys(camera, data_path, i, frames, values, first, last)
     replace_keys(camera.data, "lens", 0, frames, [s.lens_mm for s in samples], first, last)

@@ -24,7 +24,14 @@ from .core import camera_moves, framing
 from .core.camera_moves import MoveSpec
 from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
 from .core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
-from .keyframes import keyable_camera, move_warnings, write_camera_samples
+from .keyframes import (
+    camera_channels,
+    keyable_camera,
+    move_space,
+    move_warnings,
+    pose_in_move_space,
+    write_camera_samples,
+)
 from .object_ids import GEOMETRY_TYPES
 from .shots import ShotOperator, capture_start_pose, shot_at
 
@@ -135,7 +142,7 @@ def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[CameraSa
 def apply_shot_move(scene, shot) -> list[CameraSample]:
     """Write the shot's move (global + local layer) as keyframes on its camera; returns the samples written."""
     samples = shot_samples(scene, shot)
-    write_camera_samples(shot.camera, samples)
+    write_camera_samples(scene, shot.camera, samples)
     shot.camera.data.sensor_width = shot.sensor_mm
     return samples
 
@@ -151,17 +158,19 @@ def add_local_offset(scene, shot, frame: int, pin: bool = False) -> Offset | Edi
         raise ValueError(f"frame {frame} is outside shot {shot.name!r} ({shot.frame_start}-{shot.frame_end})")
     adjustments = shot_adjustments(shot)
     camera = shot.camera
+    basis, angles, lens = camera.matrix_basis.copy(), tuple(camera.rotation_euler), camera.data.lens  # the hand-made
+    location, rotation = pose_in_move_space(basis, angles, move_space(scene, camera, shot.frame_start))  # pose first
     if pin:
-        item = EditedKeyframe(frame, tuple(camera.location), tuple(camera.rotation_euler), camera.data.lens)
+        item = EditedKeyframe(frame, location, rotation, lens)
     else:
         retimed = LocalAdjustments(time_remap=adjustments.time_remap).apply(
             shot_samples(scene, shot, with_adjustments=False))
         base = retimed[frame - shot.frame_start]
         item = Offset(
             frame,
-            tuple(float(a - b) for a, b in zip(camera.location, base.location, strict=True)),
-            tuple(float(a - b) for a, b in zip(camera.rotation_euler, base.rotation_euler, strict=True)),
-            float(camera.data.lens - base.lens_mm),
+            tuple(float(a - b) for a, b in zip(location, base.location, strict=True)),
+            tuple(float(a - b) for a, b in zip(rotation, base.rotation_euler, strict=True)),
+            float(lens - base.lens_mm),
         )
     updated = LocalAdjustments(  # the new entry replaces whatever the layer held at that frame
         offsets=[o for o in adjustments.offsets if o.frame != frame] + ([] if pin else [item]),
@@ -244,7 +253,9 @@ def frame_shot_subject(scene, shot) -> CameraPose:
                                                                     shot.camera_angle].roll_deg)), pose.lens_mm)
     shot.start_location, shot.start_rotation, shot.lens_mm = pose.location, pose.rotation_euler, pose.lens_mm
     shot.has_start_pose = True
-    shot.camera.location, shot.camera.rotation_euler, data.lens = pose.location, pose.rotation_euler, pose.lens_mm
+    start = CameraSample(shot.frame_start, pose.location, pose.rotation_euler, pose.lens_mm)
+    keyed = camera_channels([start], move_space(scene, shot.camera, shot.frame_start), shot.camera.rotation_euler)[0]
+    shot.camera.location, shot.camera.rotation_euler, data.lens = keyed.location, keyed.rotation_euler, pose.lens_mm
     apply_shot_move(scene, shot)
     return pose
 
@@ -272,7 +283,7 @@ class CINEPREGEN_OT_apply_move(ShotOperator, bpy.types.Operator):
             capture_start_pose(shot)
         samples = apply_shot_move(context.scene, shot)
         self.report({"INFO"}, f"{shot.name}: keyed {len(samples)} frames")
-        for warning in move_warnings(shot.camera):
+        for warning in move_warnings(context.scene, shot):
             self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
@@ -296,7 +307,7 @@ class CINEPREGEN_OT_set_move(ShotOperator, bpy.types.Operator):
         shot = shot_at(context.scene)
         shot.move_json = json.dumps(MoveSpec(self.kind, {}, self.easing).to_dict())
         apply_shot_move(context.scene, shot)
-        for warning in move_warnings(shot.camera):
+        for warning in move_warnings(context.scene, shot):
             self.report({"WARNING"}, warning)
         return {"FINISHED"}
 
@@ -312,7 +323,7 @@ class CINEPREGEN_OT_frame_subject(ShotOperator, bpy.types.Operator):
         frame_shot_subject(context.scene, shot)
         if shot.framing_note:
             self.report({"WARNING"}, f"{shot.name}: {shot.framing_note}")
-        for warning in move_warnings(shot.camera):
+        for warning in move_warnings(context.scene, shot):
             self.report({"WARNING"}, warning)
         return {"FINISHED"}
 

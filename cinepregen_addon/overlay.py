@@ -16,7 +16,7 @@ import gpu
 import numpy as np
 from gpu_extras.batch import batch_for_shader
 
-from .keyframes import fcurves_of
+from .keyframes import fcurves_of, parent_space
 from .shots import shot_at
 
 PATH_COLOR = (1.0, 0.55, 0.1, 1.0)
@@ -96,9 +96,10 @@ def camera_path_points(camera, frame_start: int, frame_end: int) -> np.ndarray:
         fcurve = fcurves.find("location", index=axis) if fcurves is not None else None
         if fcurve is not None:
             points[:, axis] = [fcurve.evaluate(f) for f in frames]
-    if camera.parent is not None:
-        parent = np.asarray(camera.parent.matrix_world, dtype=np.float64)
-        points = points @ parent[:3, :3].T + parent[:3, 3]
+    space = parent_space(camera)
+    if space is not None:  # the keys are in the parent's space (its inverse at parenting time included)
+        space = np.asarray(space, dtype=np.float64)
+        points = points @ space[:3, :3].T + space[:3, 3]
     return points
 
 

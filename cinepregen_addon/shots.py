@@ -16,7 +16,7 @@ from mathutils import Matrix
 
 from .core.model_choice import FALLBACK_SHOT_LENGTH
 from .core.names import next_shot_name, unique_name
-from .keyframes import keyable_camera, remove_keys
+from .keyframes import keyable_camera, move_space, pose_in_move_space, remove_keys
 
 VIEWPORT_SENSOR_MM = 72.0  # the 3D View's lens is measured against a 72 mm sensor (a camera's default is 36 mm)
 
@@ -74,11 +74,13 @@ def new_camera(scene, name: str, matrix_world: Matrix | None = None, lens_mm: fl
 
 
 def capture_start_pose(shot) -> None:
-    """The camera's current transform and lens become the start of the shot's global move."""
+    """The camera's current transform and lens become the start of the shot's global move (in its parent's space at
+    the shot's first frame, for a camera with a parent: ``keyframes.move_space``)."""
     camera = shot.camera
     keyable_camera(camera)
-    shot.start_location = camera.location
-    shot.start_rotation = camera.rotation_euler
+    basis, angles = camera.matrix_basis.copy(), tuple(camera.rotation_euler)  # before a frame change resets them
+    shot.start_location, shot.start_rotation = pose_in_move_space(
+        basis, angles, move_space(shot.id_data, camera, shot.frame_start))
     shot.lens_mm = camera.data.lens
     shot.sensor_mm = camera.data.sensor_width
     shot.has_start_pose = True

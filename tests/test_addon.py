@@ -17,32 +17,11 @@ import bpy
 import numpy as np
 import pytest
 
-import cinepregen_addon
 from backend.blender.scenes import shape_mesh
 from cinepregen_addon.core import camera_moves
 from cinepregen_addon.core.camera_pose import CameraPose, euler_to_matrix
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def addon():
-    """The add-on registered in this process (the installed-extension path is tested in a subprocess)."""
-    registered_here = not hasattr(bpy.types.Scene, "cinepregen")
-    if registered_here:
-        cinepregen_addon.register()
-    yield cinepregen_addon
-    if registered_here:
-        cinepregen_addon.unregister()
-
-
-@pytest.fixture
-def scene(addon):
-    bpy.ops.wm.read_homefile(use_empty=True)  # keeps add-ons and the startup screens (read_factory_settings would not)
-    scene = bpy.context.scene
-    scene.frame_start, scene.frame_end = 1, 100
-    scene.render.fps, scene.render.fps_base = 24, 1.0
-    return scene
 
 
 def view3d_override():
@@ -218,7 +197,7 @@ def test_apply_move_keys_match_camera_move_samples_at_every_frame(scene):
 
 def test_a_camera_in_quaternion_mode_pans_and_what_overrides_a_move_is_named(scene):
     """glTF imports leave cameras in quaternion mode, which ignores the keyed Euler rotation: the camera is put in
-    XYZ Euler with its orientation kept, and the pan turns it. A Track To constraint or a parent is named."""
+    XYZ Euler with its orientation kept, and the pan turns it. A Track To constraint is named."""
     from cinepregen_addon import keyframes
 
     bpy.ops.cinepregen.shot_add(name="Quat", length=4)
@@ -236,15 +215,11 @@ def test_a_camera_in_quaternion_mode_pans_and_what_overrides_a_move_is_named(sce
         turned.append(camera.matrix_world.to_quaternion())
     assert turned[0].rotation_difference(facing).angle < 1e-4  # it starts where it was
     assert math.degrees(turned[0].rotation_difference(turned[1]).angle) == pytest.approx(30.0, abs=0.5)
-    assert keyframes.move_warnings(camera) == []
+    assert keyframes.move_warnings(scene, shot) == []
     aim = camera.constraints.new("TRACK_TO")
-    rig = bpy.data.objects.new("Rig", None)
-    scene.collection.objects.link(rig)
-    camera.parent = rig
-    warnings = keyframes.move_warnings(camera)
-    assert any(aim.name in w and "mute it" in w for w in warnings) and any("parented to 'Rig'" in w for w in warnings)
+    assert any(aim.name in w and "mute it" in w for w in keyframes.move_warnings(scene, shot))
     aim.mute = True
-    assert not any(aim.name in w for w in keyframes.move_warnings(camera))
+    assert keyframes.move_warnings(scene, shot) == []
 
 
 def test_add_shot_gives_the_new_camera_what_the_scene_camera_sees(scene):
@@ -323,17 +298,23 @@ def test_pinned_pose_stays_exact_when_the_global_move_changes(scene):
     assert not np.allclose(camera_state(shot.camera, 1)[:3], camera_state(shot.camera, 20)[:3])  # the move still runs
 
 
-def test_frame_subject_puts_subject_in_the_middle(scene):
+@pytest.mark.parametrize("in_rig", [False, True])
+def test_frame_subject_puts_subject_in_the_middle(scene, in_rig):
+    """Also for a camera parented to a rotated, scaled layout empty: it is framed in the set, not in the rig."""
+    from test_camera_rigs import layout_rig
+
     hero = bpy.data.objects.new("Hero", shape_mesh("Hero", "Cube", 1.0))
     hero.location, hero.scale = (2.0, 3.0, 0.875), (0.5, 0.3, 1.75)
     scene.collection.objects.link(hero)
     bpy.ops.cinepregen.shot_add(name="A", length=5)
     shot = scene.cinepregen.shots[0]
+    if in_rig:
+        layout_rig(scene, False, shot.camera)
     shot.subject, shot.shot_size, shot.camera_angle, shot.lens_mm = hero, "FS", "HIGH", 35.0
     assert bpy.ops.cinepregen.frame_subject() == {"FINISHED"}
     camera = shot.camera
     scene.frame_set(3)
-    view = -np.array(camera.matrix_world, dtype=np.float64)[:3, 2]
+    view = -np.array(camera.matrix_world.to_3x3().normalized(), dtype=np.float64)[:, 2]  # (a rig scales it)
     to_subject = np.array([2.0, 3.0, 0.875]) - np.array(camera.matrix_world.translation)
     assert np.linalg.norm(np.cross(view, to_subject / np.linalg.norm(to_subject))) < 1e-5  # looks at its centre
     assert math.degrees(math.asin(-view[2])) == pytest.approx(30.0, abs=1e-3)  # HIGH looks 30 degrees down

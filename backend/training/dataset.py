@@ -142,7 +142,7 @@ def build_shot(out: Path, seed: int, config: DatasetConfig, heldout: bool = Fals
     camera_data = bpy.data.cameras.new("ShotCamera")
     camera = bpy.data.objects.new("ShotCamera", camera_data)
     scene.collection.objects.link(camera)
-    write_camera_samples(camera, samples)
+    write_camera_samples(scene, camera, samples)
 
     spec = ShotRenderSpec(
         name=f"shot_{seed}",

@@ -1,13 +1,11 @@
 """Blender 4.5 LTS: the add-on's core Blender tests again, under bpy 4.5 (see run.sh).
 
 4.5 has layered actions and the legacy ``action.fcurves`` side by side; these tests prove the keys, the storyboard
-operators and the extension install work there as on 5.x.
+operators, moves on cameras in rigs and the extension install work there as on 5.x.
 """
 
 import bpy
-from test_addon import (  # noqa: F401  (pytest collects the imported tests and fixtures)
-    addon,
-    scene,
+from test_addon import (  # noqa: F401  (pytest collects the imported tests; the fixtures are tests/conftest.py's)
     test_apply_move_keys_match_camera_move_samples_at_every_frame,
     test_install_built_zip_in_fresh_user_folder,
     test_layout_board_plays_as_an_animatic,
@@ -20,6 +18,7 @@ from test_addon import (  # noqa: F401  (pytest collects the imported tests and 
     test_set_move_from_the_library,
     test_storyboard_operators_add_duplicate_remove_reorder,
 )
+from test_camera_rigs import test_a_move_on_a_camera_in_a_rig_plays_in_the_set_as_on_a_free_camera  # noqa: F401
 
 
 def test_running_on_blender_45():
