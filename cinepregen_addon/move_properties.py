@@ -19,6 +19,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, FloatVectorProp
 
 from .core.camera_moves import EASINGS, MOVE_PARAMS, PARAM_SPECS, SHAKE_SPECS, HandheldShake, MoveSpec
 from .core.camera_pose import euler_to_matrix
+from .render_passes import metres_per_unit
 
 _DEFAULTS = {key: next(p[key] for p in MOVE_PARAMS.values() if key in p) for key in PARAM_SPECS}
 EASING_ITEMS = [(key, key.replace("_", " ").title(), f"Progress of the move over the shot: {key.replace('_', ' ')}")
@@ -66,7 +67,21 @@ def _start_target(shot) -> list[float]:
     """The point ``target_distance`` ahead of the shot's start view (where the move's centre is without a target)."""
     distance = _spec(shot).resolved_params().get("target_distance", _DEFAULTS["target_distance"])
     view = -euler_to_matrix(shot.start_rotation)[:, 2]
-    return [float(v) for v in np.asarray(shot.start_location) + view * distance]
+    return [float(v) for v in np.asarray(shot.start_location) + view * distance / metres_per_unit(shot.id_data)]
+
+
+def _in_scene_units(getter_setter):
+    """A length the move stores in metres, read and written in scene units, which Blender shows in the scene's unit
+    system (a set built in centimetres, unit scale 0.01, shows a 2 m dolly as 2 m, not 2 cm)."""
+    get, set_ = getter_setter
+
+    def get_units(self):
+        return get(self) / metres_per_unit(shot_of(self).id_data)
+
+    def set_units(self, value):
+        set_(self, value * metres_per_unit(shot_of(self).id_data))
+
+    return get_units, set_units
 
 
 def _scalar(key: str, to_ui=lambda v: v, from_ui=lambda v: v):
@@ -139,7 +154,7 @@ def _shake_used_set(self, used):
 
 
 def _float(key: str, spec, getter_setter, **extra):
-    get, set_ = getter_setter
+    get, set_ = _in_scene_units(getter_setter) if spec.unit == "LENGTH" else getter_setter
     options = dict(name=spec.label, description=spec.description, soft_min=spec.soft_min, soft_max=spec.soft_max,
                    get=get, set=set_, **extra)
     if spec.unit == "LENGTH":

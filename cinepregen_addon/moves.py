@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import bpy
 import numpy as np
@@ -21,7 +22,7 @@ from mathutils import Matrix, Vector
 
 from . import move_properties, render_passes
 from .core import camera_moves, framing
-from .core.camera_moves import MoveSpec
+from .core.camera_moves import PARAM_SPECS, MoveSpec
 from .core.camera_pose import CameraPose, CameraSample, look_at_rotation
 from .core.local_adjustments import EditedKeyframe, LocalAdjustments, Offset
 from .keyframes import (
@@ -134,9 +135,29 @@ def shot_samples(scene, shot, *, with_adjustments: bool = True) -> list[CameraSa
             spec = MoveSpec(spec.kind, {**spec.params, "target": target_path[0]}, spec.easing, spec.shake)
     start = CameraPose(tuple(shot.start_location), tuple(shot.start_rotation), shot.lens_mm)
     fps = scene.render.fps / scene.render.fps_base
-    samples = camera_moves.sample_move(spec, start, shot.frame_start, shot.frame_end, fps=fps,
-                                       target_path=target_path)
+    metres = render_passes.metres_per_unit(scene)
+    samples = camera_moves.sample_move(*_in_metres(spec, start, metres), shot.frame_start,
+                                       shot.frame_end, fps=fps, target_path=_in_metres_path(target_path, metres))
+    if metres != 1.0:
+        samples = [replace(s, location=tuple(v / metres for v in s.location)) for s in samples]
     return adjustments.apply(samples) if with_adjustments else samples
+
+
+def _in_metres_path(path, metres: float):
+    return path if path is None or metres == 1.0 else [[v * metres for v in point] for point in path]
+
+
+def _in_metres(spec: MoveSpec, start: CameraPose, metres: float) -> tuple[MoveSpec, CameraPose]:
+    """The move and its start in metres, which the move library works in (its lengths are stored in metres), from
+    the scene's units (a set built in centimetres has unit scale 0.01): its points and the start location."""
+    if metres == 1.0:
+        return spec, start
+    points = {key: [v * metres for v in value] for key, value in spec.params.items()
+              if key in PARAM_SPECS and PARAM_SPECS[key].unit == "POINT" and value is not None}
+    if isinstance(spec.params.get("target_path"), list):
+        points["target_path"] = _in_metres_path(spec.params["target_path"], metres)
+    return (MoveSpec(spec.kind, {**spec.params, **points}, spec.easing, spec.shake),
+            CameraPose(tuple(v * metres for v in start.location), start.rotation_euler, start.lens_mm))
 
 
 def apply_shot_move(scene, shot) -> list[CameraSample]:
@@ -199,15 +220,17 @@ MIN_CAMERA_CLEARANCE_M = 0.15  # how close to the ground below it a framed camer
 
 
 def ground_below(scene, location, ignore: set) -> float | None:
-    """Height of the first surface straight below ``location`` (seen from above the camera, so a camera under the
-    floor still finds it), skipping the subject's own parts; None over empty ground."""
+    """Height of the first surface straight below ``location`` (seen from 1 km above the camera, so a camera under
+    the floor still finds it; a surface up to 2 m over the camera is the ground it sank through), skipping the
+    subject's own parts; None over empty ground. In scene units."""
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    origin = Vector((location[0], location[1], location[2] + 1000.0))
+    units = 1.0 / render_passes.metres_per_unit(scene)  # scene units in a metre
+    origin = Vector((location[0], location[1], location[2] + 1000.0 * units))
     for _ in range(64):
         hit, point, _normal, _index, obj, _matrix = scene.ray_cast(depsgraph, origin, Vector((0.0, 0.0, -1.0)))
         if not hit:
             return None
-        if obj is not None and obj.original.name not in ignore and point.z <= location[2] + 2.0:
+        if obj is not None and obj.original.name not in ignore and point.z <= location[2] + 2.0 * units:
             return float(point.z)
         origin = point + Vector((0.0, 0.0, -1e-3))
     return None
@@ -243,10 +266,12 @@ def frame_shot_subject(scene, shot) -> CameraPose:
     )
     ground = ground_below(scene, pose.location, {p.name for p in subject_parts(shot.subject)} | {shot.camera.name})
     shot.framing_note = ""
-    if ground is not None and pose.location[2] < ground + MIN_CAMERA_CLEARANCE_M:
-        raised = (pose.location[0], pose.location[1], ground + MIN_CAMERA_CLEARANCE_M)
+    metres = render_passes.metres_per_unit(scene)
+    clearance = MIN_CAMERA_CLEARANCE_M / metres
+    if ground is not None and pose.location[2] < ground + clearance:
+        raised = (pose.location[0], pose.location[1], ground + clearance)
         shot.framing_note = (f"the {shot.camera_angle.lower().replace('_', ' ')} camera would be "
-                             f"{ground - pose.location[2]:.2f} m under the ground: raised to "
+                             f"{(ground - pose.location[2]) * metres:.2f} m under the ground: raised to "
                              f"{MIN_CAMERA_CLEARANCE_M:.2f} m above it, still aimed at the subject")
         pose = CameraPose(raised, look_at_rotation(raised, center,
                                                                 math.radians(framing.CAMERA_ANGLES[

@@ -10,7 +10,10 @@ the files:
   -Z forward, Y up): key times are absolute, frame N at N / fps seconds, which Maya and Unreal read as frame N.
   (Blender's own FBX importer shifts animation by ``anim_offset``, 1 frame by default: import with 0.)
 - USD (``wm.usd_export``): ``metersPerUnit`` 1, Z up, one ``Camera`` prim per shot, focal length and apertures in
-  tenths of a scene unit as UsdGeomCamera defines them (0.5 = 50 mm), time codes at the scene's frame numbers.
+  tenths of a scene unit as UsdGeomCamera defines them (0.5 = 50 mm), time codes at the scene's frame numbers. The
+  exporter takes a Blender unit for a metre whatever the scene's unit scale (its unit conversion only adds a root
+  scale), so cameras of a set built in centimetres are baked in metres for it; FBX's ``apply_unit_scale`` (the
+  default) writes the scene's unit scale itself.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
+
+from cinepregen_addon.render_passes import metres_per_unit
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,10 @@ def _view_layer(scene):
     return bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
 
 
-def bake_camera(scene, shot: ShotCamera):
+def bake_camera(scene, shot: ShotCamera, length_scale: float = 1.0):
     """A new camera object named after the shot, keyed on every frame with the world transform and lens that
-    ``shot.camera`` has at that frame (constraints, parents and drivers evaluated)."""
+    ``shot.camera`` has at that frame (constraints, parents and drivers evaluated); its location and clipping
+    multiplied by ``length_scale``."""
     source = shot.camera
     if source is None or source.type != "CAMERA":
         raise ValueError(f"shot {shot.name!r} has no camera")
@@ -55,7 +61,9 @@ def bake_camera(scene, shot: ShotCamera):
             for attribute in ("type", "sensor_width", "sensor_height", "sensor_fit", "shift_x", "shift_y",
                               "clip_start", "clip_end"):
                 setattr(data, attribute, getattr(evaluated.data, attribute))
+            data.clip_start, data.clip_end = data.clip_start * length_scale, data.clip_end * length_scale
         location, rotation, scale = evaluated.matrix_world.decompose()
+        location = location * length_scale
         euler = rotation.to_euler("XYZ", previous) if previous is not None else rotation.to_euler("XYZ")
         previous = euler
         baked.location, baked.rotation_euler, baked.scale = location, euler, scale
@@ -115,8 +123,8 @@ def export_board_usd(scene, shots: Sequence[ShotCamera], path: str | Path) -> Pa
         raise ValueError("the board has no shots to export cameras for")
     baked = []
     try:
-        for shot in shots:
-            baked.append(bake_camera(scene, shot))
+        for shot in shots:  # in metres: the exporter writes Blender units as metres whatever the scene's unit scale
+            baked.append(bake_camera(scene, shot, metres_per_unit(scene)))
         with _exporting(scene, baked, min(s.frame_start for s in shots), max(s.frame_end for s in shots)):
             bpy.ops.wm.usd_export(filepath=str(path), selected_objects_only=True, export_animation=True,
                                   export_materials=False)
