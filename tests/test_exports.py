@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import bpy
 import numpy as np
@@ -26,6 +27,7 @@ from cinepregen_addon import render_passes
 
 RESOLUTION = (128, 72)
 SHOTS = {"Shot A": (1, 12), "Shot B/rig": (13, 24), "Shot C": (25, 27), "Shot D": (28, 30)}
+MANY_SCRIPTS = "Łódź, Αθήνα, Москва, 渡り廊下の決闘 🎬"  # notes as studios write them: each script must print
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,7 @@ def exported(tmp_path_factory):
     shot_a.move_json = json.dumps({"kind": "dolly_zoom", "params": {"distance": 4.0}, "easing": "linear"})
     shot_a.shot_size, shot_a.notes, shot_a.seed = "LS", "hold on the gate", 7
     shot_b.move_json = json.dumps({"kind": "truck", "params": {"distance": 4.0}, "easing": "ease_in_out"})
+    shot_b.notes = MANY_SCRIPTS
     clip = write_mp4(np.full((12, 72, 128, 3), 90, np.uint8), tmp / "shot_a.mp4", 24)
     take = shot_a.takes.add()
     take.clip_path, take.model, take.seed = str(clip), "previs-tiny", 11
@@ -165,7 +168,7 @@ def test_storyboard_pdf_holds_every_shot_and_pages_of_key_frames(exported, tmp_p
                           check=True).stdout
     for name in SHOTS:
         assert name in text
-    for fact in ("Dolly Zoom", "hold on the gate", "viewport render shown", "35 -> 17.5 mm"):
+    for fact in ("Dolly Zoom", "hold on the gate", "viewport render shown", "35 -> 17.5 mm", MANY_SCRIPTS):
         assert fact in text
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(tmp_path / "page")], check=True)
     assert len(list(tmp_path.glob("page*.png"))) == 2  # three shots a page
@@ -233,3 +236,14 @@ def test_the_export_panel_runs_the_same_export_on_the_open_file(exported, tmp_pa
     while addon.exports.poll_export() is not None:
         time.sleep(0.1)
     assert board.export_status == "cinepregen export: shot 'Shot B/rig' has no camera: pick one in the CinePreGen panel"
+
+
+def test_the_storyboard_reads_only_the_fonts_its_text_needs():
+    from backend.exports.storyboard_pdf import font_characters, text_fonts
+
+    fonts = Path(bpy.utils.system_resource("DATAFILES", path="fonts"))
+    assert [f.name for f in text_fonts("Shot A: the knight crosses Łódź's yard", fonts)] == ["Inter.woff2"]
+    chosen = text_fonts("渡り廊下 🎬 שלום", fonts)
+    assert chosen[0].name == "Inter.woff2" and len(chosen) == 4  # one font for each script Inter lacks
+    assert {"Noto Sans CJK Regular.woff2", "NotoSansHebrew-Regular.woff2"} < {f.name for f in chosen}
+    assert ord("🎬") in set().union(*(font_characters(f) for f in chosen))

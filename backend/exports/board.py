@@ -181,8 +181,11 @@ def export_board(scene, out_dir: str | Path, formats: Sequence[str] = FORMATS, t
         elif name == "csv":
             files = [write_shot_list_csv(records, rate, out_dir / f"{stem}_shot_list.csv")]
         elif name == "pdf":
+            import bpy
+
+            fonts = Path(bpy.utils.system_resource("DATAFILES", path="fonts") or ".")
             files = [storyboard_pdf.write_storyboard_pdf(records, rate, title, out_dir / f"{stem}_storyboard.pdf",
-                                                         page_format)]
+                                                         page_format, fonts if fonts.is_dir() else None)]
         elif name == "usd":
             files = [cameras.export_board_usd(scene, shots, out_dir / f"{stem}_cameras.usda")]
         else:

@@ -2,8 +2,11 @@
 
 Pages are A4 or US Letter, landscape. A shot's key frames are its generated clip's first, middle and last frames (or
 its passes when it has none, ``board.key_frames``); beside them: name, frames and duration, size, angle, lens,
-move, prompt and notes. Text is set in DejaVu Sans when the system has it (every script the artist may type), else
-in the PDF's own Helvetica with characters outside Latin-1 replaced.
+move, prompt and notes. Text is set in Blender's own fonts when the export runs beside Blender (its interface font,
+Inter, and for what it lacks the Noto fonts Blender ships for every other script, CJK and emoji among them: only those
+the board's text needs, the CJK one alone takes seconds to read), else in DejaVu Sans when the system has it, else in
+the PDF's own Helvetica with characters outside Latin-1 replaced. (DejaVu is on most Linux systems only: on Windows
+and macOS a board's Polish, Greek or Japanese notes came out as question marks.)
 """
 
 from __future__ import annotations
@@ -22,17 +25,40 @@ FONT_FOLDERS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "
                 "C:/Windows/Fonts")
 
 
-def _unicode_font() -> Path | None:
-    for folder in FONT_FOLDERS:
-        path = Path(folder) / "DejaVuSans.ttf"
-        if path.is_file():
-            return path
-    return None
+BLENDER_TEXT_FONT = "Inter.woff2"  # Blender's interface font: Latin, Greek, Cyrillic
+
+
+def font_characters(font: Path) -> set[int]:
+    """The code points a font file has glyphs for (TTF, OTF, WOFF2)."""
+    from fontTools.ttLib import TTFont  # fpdf2's own font reader
+
+    return set(TTFont(str(font), lazy=True).getBestCmap())
+
+
+def text_fonts(text: str, font_folder: Path | None = None) -> list[Path]:
+    """The font files to set ``text`` in: a main font and, after it, the fallbacks that hold characters it lacks.
+    ``font_folder`` is Blender's fonts folder (``bpy.utils.system_resource("DATAFILES", path="fonts")``); without
+    it (or its interface font) DejaVu Sans from the system alone; [] when there is neither."""
+    main = font_folder / BLENDER_TEXT_FONT if font_folder is not None else None
+    if main is None or not main.is_file():
+        system = [Path(folder) / "DejaVuSans.ttf" for folder in FONT_FOLDERS]
+        return [path for path in system if path.is_file()][:1]
+    missing = {ord(c) for c in text if not c.isspace()} - font_characters(main)
+    fonts = [main]
+    for candidate in sorted(font_folder.glob("Noto*.woff2"), key=lambda f: f.stat().st_size):  # CJK, the largest, last
+        if not missing:
+            break
+        covered = missing & font_characters(candidate)
+        if covered:
+            fonts.append(candidate)
+            missing -= covered
+    return fonts
 
 
 def write_storyboard_pdf(records: Sequence[ShotRecord], rate: Fraction, title: str, path: str | Path,
-                         page_format: str = "A4") -> Path:
-    """Write the board to ``path``; returns it. ``page_format`` is "A4" or "Letter"."""
+                         page_format: str = "A4", font_folder: Path | None = None) -> Path:
+    """Write the board to ``path``; returns it. ``page_format`` is "A4" or "Letter"; ``font_folder`` Blender's fonts
+    (``text_fonts``)."""
     try:
         from fpdf import FPDF
     except ImportError as error:
@@ -44,15 +70,16 @@ def write_storyboard_pdf(records: Sequence[ShotRecord], rate: Fraction, title: s
     pdf.set_auto_page_break(False)
     pdf.set_title(title)
     pdf.set_creator("CinePreGen")
-    font = _unicode_font()
-    if font is not None:
-        pdf.add_font("DejaVu", "", str(font))
-        family = "DejaVu"
-    else:
-        family = "Helvetica"
+    written = [title] + [value for r in records for value in (r.name, r.size, r.angle, r.move, r.prompt, r.notes,
+                                                               r.key_frame_source)]
+    fonts = text_fonts("".join(written), font_folder)
+    for i, font in enumerate(fonts):
+        pdf.add_font(f"text{i}", "", str(font))
+    family = "text0" if fonts else "Helvetica"
+    pdf.set_fallback_fonts([f"text{i}" for i in range(1, len(fonts))])
 
     def text(value: str) -> str:
-        return value if font is not None else value.encode("latin-1", "replace").decode("latin-1")
+        return value if fonts else value.encode("latin-1", "replace").decode("latin-1")
 
     margin = 12.0
     width, height = pdf.w - 2 * margin, pdf.h - 2 * margin
