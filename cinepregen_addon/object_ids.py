@@ -100,28 +100,60 @@ def _stored_id(obj, linked: dict) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def deforming_armature(obj):
+    """The armature whose Armature modifier deforms ``obj`` (a skinned character's mesh), or None."""
+    for modifier in getattr(obj, "modifiers", ()):
+        if modifier.type == "ARMATURE" and modifier.show_render and modifier.object is not None \
+                and modifier.object.type == "ARMATURE":
+            return modifier.object
+    return None
+
+
+def object_units(objects) -> dict[str, tuple]:
+    """The objects as the ID pass tells them apart: ``{name_full: (named_by, parts)}``. A rigged character whose
+    armature deforms several meshes (as glTF and FBX characters arrive: body, head, clothes) is one unit named by its
+    armature: one ID, one mask, one reference, as the model learnt characters (the training scenes join such parts,
+    ``backend.training.assets``). Every other object, rigid parts carried on bones among them, is a unit of its own."""
+    deformed: dict[str, list] = {}
+    for obj in objects:
+        rig = deforming_armature(obj)
+        if rig is not None:
+            deformed.setdefault(rig.name_full, []).append(obj)
+    units: dict[str, tuple] = {}
+    for obj in objects:
+        rig = deforming_armature(obj)
+        if rig is not None and len(deformed[rig.name_full]) > 1:
+            units.setdefault(rig.name_full, (rig, []))[1].append(obj)
+        else:
+            units[obj.name_full] = (obj, [obj])
+    return units
+
+
 def objects_without_ids(scene) -> list[str]:
-    """Renderable objects that have no stable ID yet (the next render gives them one)."""
+    """Renderable objects (characters as one, ``object_units``) that have no stable ID yet (the next render gives
+    them one)."""
     linked = _linked_ids(scene)
-    return [o.name_full for o in scene_objects(scene) if _stored_id(o, linked) is None]
+    return [name for name, (named_by, _parts) in object_units(scene_objects(scene)).items()
+            if _stored_id(named_by, linked) is None]
 
 
 def ensure_object_ids(scene, objects: list | None = None) -> dict[str, int]:
     """Give every renderable object of the scene (instanced ones too; ``objects``: ``scene_objects(scene)`` when the
-    caller has them) a stable ID.
+    caller has them) a stable ID; the meshes of one character share their armature's (``object_units``).
 
-    IDs are kept with the file (``_stored_id``), so they survive saving and are the same in every shot of the
-    board; the answer is keyed by ``name_full``. Existing IDs are kept; a duplicated object, which copies its
-    source's property, gets a new one. They become pass indices only while the passes render
-    (``use_ids_as_pass_indices``): the artist's own pass indices, which their compositing masks read, stay as they
-    were.
+    IDs are kept with the file (``_stored_id``, on the character's armature for a character), so they survive saving
+    and are the same in every shot of the board; the answer is keyed by each object's ``name_full``. Existing IDs
+    are kept; a duplicated object, which copies its source's property, gets a new one. They become pass indices
+    only while the passes render (``use_ids_as_pass_indices``): the artist's own pass indices, which their
+    compositing masks read, stay as they were.
     """
-    objects = sorted(scene_objects(scene) if objects is None else objects, key=lambda o: o.name_full)
+    units = object_units(scene_objects(scene) if objects is None else objects)
+    heads = [units[name][0] for name in sorted(units)]
     linked = _linked_ids(scene)
     ids: dict[str, int] = {}
     taken: set[int] = set()
     new = []
-    for obj in objects:
+    for obj in heads:
         value = _stored_id(obj, linked)
         if value is not None and 0 < value < 32768 and value not in taken:
             ids[obj.name_full] = value
@@ -142,7 +174,7 @@ def ensure_object_ids(scene, objects: list | None = None) -> dict[str, int]:
         taken.add(next_id)
     if any(not _keeps_own_properties(obj) for obj in new):
         scene[LINKED_IDS_PROPERTY] = json.dumps(linked, sort_keys=True)
-    return ids
+    return {part.name_full: ids[name] for name, (_named_by, parts) in units.items() for part in parts}
 
 
 def use_ids_as_pass_indices(overrides, ids: dict[str, int]) -> None:

@@ -32,7 +32,14 @@ import numpy as np
 
 from .core import bundle_checks, camera_geometry, shot_bundle
 from .core.exr_reader import read_exr_passes
-from .object_ids import ensure_object_ids, object_named, scene_objects, use_ids_as_pass_indices
+from .object_ids import (
+    deforming_armature,
+    ensure_object_ids,
+    object_named,
+    object_units,
+    scene_objects,
+    use_ids_as_pass_indices,
+)
 from .render_settings import Overrides, set_clay, set_common, set_cycles_passes
 
 REFERENCE_PROPERTY = "cinepregen_reference"
@@ -149,11 +156,12 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
                              default=str).encode())
     camera = object_named(scene.objects, spec.camera_name)
-    for obj in objects:
-        reference = _reference_path(obj, spec)
+    references = {name: unit_reference(*unit, spec) for name, unit in object_units(objects).items()}
+    for name, reference in sorted(references.items()):
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
-        digest.update(f"{obj.name_full}|{ids.get(obj.name_full)}|{obj.hide_render}|{reference}|"
-                      f"{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}".encode())
+        digest.update(f"{name}|{reference}|{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}".encode())
+    for obj in objects:
+        digest.update(f"{obj.name_full}|{ids.get(obj.name_full)}|{obj.hide_render}".encode())
         if obj.type == "MESH":
             coordinates = np.empty(len(obj.data.vertices) * 3, np.float32)
             obj.data.vertices.foreach_get("co", coordinates)
@@ -182,6 +190,19 @@ def _reference_path(obj, spec: ShotRenderSpec) -> str | None:
     path = (spec.references.get(obj.name_full) or getattr(obj, REFERENCE_PROPERTY, "")
             or obj.get(REFERENCE_PROPERTY) or None)
     return bpy.path.abspath(str(path)) if path else None
+
+
+def unit_reference(named_by, parts: list, spec: ShotRenderSpec) -> str | None:
+    """The reference of one unit of the ID pass (``object_ids.object_units``): its own, else (a character) the first
+    of its meshes' by name; a lone skinned mesh takes its armature's too. So an artist may bind a character's
+    picture to its rig or to whichever of its meshes they clicked."""
+    candidates = [named_by, *sorted(parts, key=lambda o: o.name_full)]
+    rig = deforming_armature(named_by)
+    for obj in candidates + ([rig] if rig is not None else []):
+        path = _reference_path(obj, spec)
+        if path:
+            return path
+    return None
 
 
 def render_shot_bundle(scene, spec: ShotRenderSpec, out_dir: str | Path, progress: ProgressFn | None = None,
@@ -274,11 +295,12 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
             scene.frame_set(frame_current)
 
     present = set(np.unique(np.concatenate([p.object_id.ravel() for p in passes])).tolist()) - {0}
-    names = {v: k for k, v in ids.items()}
+    units = {ids[parts[0].name_full]: (name, (named_by, parts))
+             for name, (named_by, parts) in object_units(list(shown.values())).items()}
     objects, reference_images = [], {}
     for object_id in sorted(present):
-        name = names.get(object_id, f"object {object_id}")  # a pass index set on something outside the scene
-        reference = _reference_path(shown[name], spec) if name in shown else None
+        name, unit = units.get(object_id, (f"object {object_id}", None))  # a pass index set outside the scene
+        reference = unit_reference(*unit, spec) if unit is not None else None
         if reference is not None:
             if not Path(reference).is_file():
                 raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")

@@ -1,0 +1,68 @@
+"""A rigged character from someone else's file arrives as several meshes one armature deforms (the farmer glTF: body,
+head, pants, feet). It must render as one object of the ID pass, with one mask and one reference, bound to its rig
+or to whichever of its meshes the artist clicked, as the model learnt characters (the training scenes join such
+parts); rigid parts carried on bones and the training assets themselves stay as they were."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+
+from backend.blender.addon import enable_addon_in_process
+from backend.training.assets import HELDOUT_ASSETS, TRAIN_ASSETS, default_asset_dir, import_asset
+from cinepregen_addon.core import shot_bundle
+from cinepregen_addon.object_ids import ensure_object_ids, object_units, scene_objects
+from cinepregen_addon.render_passes import ShotRenderSpec, render_shot_bundle
+
+REFERENCE = Path(__file__).resolve().parents[1] / "backend" / "assets" / "references" / "hero.png"
+
+
+def farmer_scene():
+    """The farmer glTF as the importer leaves it, before a camera that sees all of it."""
+    enable_addon_in_process()
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    assert bpy.ops.import_scene.gltf(filepath=str(default_asset_dir() / "farmer.glb")) == {"FINISHED"}
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(camera)
+    camera.location, camera.rotation_euler = (0.0, -5.0, 0.9), (np.pi / 2, 0.0, 0.0)
+    return scene, next(o for o in scene.objects if o.type == "ARMATURE")
+
+
+def rendered(scene, tmp_path):
+    spec = ShotRenderSpec("Farmer", "Camera", 1, 2, resolution=(48, 32), include_clay=False)
+    return shot_bundle.read_bundle(render_shot_bundle(scene, spec, tmp_path / "bundle", overwrite=True))
+
+
+@pytest.mark.parametrize("bound_to", ["CharacterArmature", "Farmer_Head"])
+def test_a_character_of_several_skinned_meshes_is_one_object_with_one_reference(tmp_path, bound_to):
+    scene, rig = farmer_scene()
+    parts = [o for o in scene_objects(scene) if o.type == "MESH"]
+    assert sorted(p.name for p in parts) == ["Farmer_Body", "Farmer_Feet", "Farmer_Head", "Farmer_Pants"]
+    ids = ensure_object_ids(scene)
+    assert {ids[p.name_full] for p in parts} == {rig["cinepregen_id"]}  # kept on the rig, shared by its meshes
+    bpy.data.objects[bound_to].cinepregen_reference = str(REFERENCE)
+
+    bundle = rendered(scene, tmp_path)
+    assert [(o.id, o.name) for o in bundle.objects] == [(rig["cinepregen_id"], "CharacterArmature")]
+    assert set(bundle.reference_images) == {rig["cinepregen_id"]}  # the whole character wears the picture
+    mask = bundle.passes[0].object_id == rig["cinepregen_id"]
+    assert mask.sum() > 0.05 * mask.size and mask[:mask.shape[0] // 3].any() and mask[-mask.shape[0] // 3:].any()
+    assert ensure_object_ids(scene) == ids  # stable
+
+
+def test_the_training_assets_render_as_they_were_trained_one_object_a_mesh():
+    """The training scenes join a character's skinned meshes and keep rigid bone-carried parts apart: those scenes
+    (and so the held-out set and the model's card) are unchanged, every mesh its own object."""
+    enable_addon_in_process()
+    for i, asset in enumerate(TRAIN_ASSETS + HELDOUT_ASSETS):
+        bpy.ops.wm.read_homefile(use_empty=True)
+        scene = bpy.context.scene
+        meshes, _root = import_asset(bpy, scene, default_asset_dir(), asset, f"Asset{i}", (0.0, 0.0), 0.0, 1.7,
+                                     1, 2)
+        units = object_units(scene_objects(scene))
+        assert all(len(parts) == 1 for _named_by, parts in units.values()), asset.file
+        assert sorted(units) == sorted(m.name_full for m in meshes), asset.file
