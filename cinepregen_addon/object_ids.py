@@ -129,6 +129,34 @@ def object_units(objects) -> dict[str, tuple]:
     return units
 
 
+def instanced_by(scene) -> dict[str, object]:
+    """Objects a collection instance brings into the scene (a linked character arrives as an empty instancing its
+    collection), by ``name_full``, each with the scene's empty that brings it in: what the artist clicks."""
+    found: dict[str, object] = {}
+
+    def walk(collection, empty, depth: int = 0) -> None:
+        for obj in collection.all_objects:
+            found.setdefault(obj.name_full, empty)
+            if obj.instance_type == "COLLECTION" and obj.instance_collection is not None and depth < 16:
+                walk(obj.instance_collection, empty, depth + 1)
+
+    for obj in scene.objects:
+        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+            walk(obj.instance_collection, obj)
+    return found
+
+
+def reference_problem(obj) -> str | None:
+    """Why a reference bound to ``obj`` would dress nothing (None: it would): only what renders, a character's
+    armature and a collection instance hold references (``render_passes.unit_reference``)."""
+    if obj.type in GEOMETRY_TYPES or obj.type == "ARMATURE":
+        return None
+    if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+        return None
+    return (f"{obj.name} ({obj.type.lower()}) renders nothing itself: bind the reference to the character or prop "
+            "(its mesh, its armature, or the collection instance that brings it in)")
+
+
 def objects_without_ids(scene) -> list[str]:
     """Renderable objects (characters as one, ``object_units``) that have no stable ID yet (the next render gives
     them one)."""

@@ -9,7 +9,7 @@ import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from . import moves, render_passes, shots
-from .object_ids import object_named
+from .object_ids import object_named, reference_problem
 from .shots import ShotOperator, shot_at
 
 
@@ -63,8 +63,11 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         return object_named(bpy.data.objects, self.object_name) if self.object_name else context.active_object
 
     def invoke(self, context, event):
-        if self._target(context) is None:
-            self.report({"ERROR"}, "select the character or prop to bind a reference image to")
+        target = self._target(context)
+        problem = "select the character or prop to bind a reference image to" if target is None \
+            else reference_problem(target)  # before the file browser, not after a picture was picked
+        if problem:
+            self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         context.window_manager.fileselect_add(self)
         return {"RUNNING_MODAL"}
@@ -73,6 +76,10 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         obj = self._target(context)
         if obj is None:
             self.report({"ERROR"}, f"no object {self.object_name!r}" if self.object_name else "no active object")
+            return {"CANCELLED"}
+        problem = reference_problem(obj)
+        if problem:
+            self.report({"ERROR"}, problem)
             return {"CANCELLED"}
         if obj.library is not None:  # Blender would take the binding and drop it when the file is reopened
             self.report({"ERROR"}, f"{obj.name} is linked from {Path(obj.library.filepath).name}, so a reference "

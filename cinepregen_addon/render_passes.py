@@ -35,6 +35,7 @@ from .core.exr_reader import read_exr_passes
 from .object_ids import (
     deforming_armature,
     ensure_object_ids,
+    instanced_by,
     object_named,
     object_units,
     scene_objects,
@@ -156,7 +157,8 @@ def bundle_fingerprint(scene, spec: ShotRenderSpec) -> str:
     digest.update(json.dumps({**fields, "metres_per_unit": metres_per_unit(scene)}, sort_keys=True,
                              default=str).encode())
     camera = object_named(scene.objects, spec.camera_name)
-    references = {name: unit_reference(*unit, spec) for name, unit in object_units(objects).items()}
+    instancers = instanced_by(scene)
+    references = {name: unit_reference(*unit, spec, instancers) for name, unit in object_units(objects).items()}
     for name, reference in sorted(references.items()):
         stat = Path(reference).stat() if reference and Path(reference).is_file() else None
         digest.update(f"{name}|{reference}|{stat.st_size if stat else ''}|{stat.st_mtime_ns if stat else ''}".encode())
@@ -192,14 +194,15 @@ def _reference_path(obj, spec: ShotRenderSpec) -> str | None:
     return bpy.path.abspath(str(path)) if path else None
 
 
-def unit_reference(named_by, parts: list, spec: ShotRenderSpec) -> str | None:
+def unit_reference(named_by, parts: list, spec: ShotRenderSpec, instancers: dict) -> str | None:
     """The reference of one unit of the ID pass (``object_ids.object_units``): its own, else (a character) the first
-    of its meshes' by name; a lone skinned mesh takes its armature's too. So an artist may bind a character's
-    picture to its rig or to whichever of its meshes they clicked."""
-    candidates = [named_by, *sorted(parts, key=lambda o: o.name_full)]
-    rig = deforming_armature(named_by)
-    for obj in candidates + ([rig] if rig is not None else []):
-        path = _reference_path(obj, spec)
+    of its meshes' by name; a lone skinned mesh takes its armature's too; last, the collection instance that brings
+    it in (``object_ids.instanced_by``). So an artist may bind a character's picture to its rig, to whichever of its
+    meshes they clicked, or to the empty a linked character arrives as."""
+    candidates = [named_by, *sorted(parts, key=lambda o: o.name_full), deforming_armature(named_by),
+                  instancers.get(named_by.name_full)]
+    for obj in candidates:
+        path = _reference_path(obj, spec) if obj is not None else None
         if path:
             return path
     return None
@@ -295,12 +298,13 @@ def render_shot_bundle_steps(scene, spec: ShotRenderSpec, out_dir: str | Path, o
             scene.frame_set(frame_current)
 
     present = set(np.unique(np.concatenate([p.object_id.ravel() for p in passes])).tolist()) - {0}
+    instancers = instanced_by(scene)
     units = {ids[parts[0].name_full]: (name, (named_by, parts))
              for name, (named_by, parts) in object_units(list(shown.values())).items()}
     objects, reference_images = [], {}
     for object_id in sorted(present):
         name, unit = units.get(object_id, (f"object {object_id}", None))  # a pass index set outside the scene
-        reference = unit_reference(*unit, spec) if unit is not None else None
+        reference = unit_reference(*unit, spec, instancers) if unit is not None else None
         if reference is not None:
             if not Path(reference).is_file():
                 raise ValueError(f"shot {spec.name!r}: reference image for {name!r} not found: {reference}")

@@ -357,7 +357,7 @@ def test_reference_binding_reaches_the_pass_renderer(scene, tmp_path):
     image = tmp_path / "hero.png"
     write_png(image, np.full((8, 8, 3), 200, np.uint8))
     (tmp_path / "notes.png").write_text("not a picture")
-    hero = bpy.data.objects.new("Hero", None)
+    hero = bpy.data.objects.new("Hero", shape_mesh("Hero", "Cube", 1.0))
     scene.collection.objects.link(hero)
     assert bpy.ops.cinepregen.bind_reference(filepath=str(image), object_name="Hero") == {"FINISHED"}
     assert hero.cinepregen_reference == str(image)

@@ -66,3 +66,36 @@ def test_the_training_assets_render_as_they_were_trained_one_object_a_mesh():
         units = object_units(scene_objects(scene))
         assert all(len(parts) == 1 for _named_by, parts in units.values()), asset.file
         assert sorted(units) == sorted(m.name_full for m in meshes), asset.file
+
+
+def test_a_linked_character_takes_the_reference_bound_to_the_empty_it_arrives_as(scene, tmp_path):
+    """File > Link brings a character in as an empty instancing its collection: that empty is what the artist
+    clicks, so a reference bound to it dresses the character. What renders nothing (a light, a plain empty) is
+    refused in one line before the file browser opens."""
+    from test_addon import _cube_object
+
+    character = bpy.data.collections.new("Character")
+    scene.collection.children.link(character)
+    _cube_object("Body", (0.0, 0.0, 0.6), 1.2, character)
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "library.blend"))
+
+    bpy.ops.wm.read_homefile(use_empty=True)
+    scene = bpy.context.scene
+    with bpy.data.libraries.load(str(tmp_path / "library.blend"), link=True) as (_source, linked):
+        linked.collections = ["Character"]
+    arrives_as = bpy.data.objects.new("Character", None)
+    arrives_as.instance_type, arrives_as.instance_collection = "COLLECTION", linked.collections[0]
+    scene.collection.objects.link(arrives_as)
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    camera.location, camera.rotation_euler = (0.0, -8.0, 0.6), (np.pi / 2, 0.0, 0.0)
+    scene.collection.objects.link(camera)
+    assert bpy.ops.cinepregen.bind_reference(filepath=str(REFERENCE), object_name="Character") == {"FINISHED"}
+    bundle = rendered(scene, tmp_path)
+    body = next(o for o in bundle.objects if o.name == "Body [library.blend]")
+    assert set(bundle.reference_images) == {body.id}
+
+    lamp = bpy.data.objects.new("Key", bpy.data.lights.new("Key", "AREA"))
+    scene.collection.objects.link(lamp)
+    for name in ("Key", "Camera"):
+        with pytest.raises(RuntimeError, match=f"{name} .* renders nothing itself: bind the reference to the"):
+            bpy.ops.cinepregen.bind_reference(filepath=str(REFERENCE), object_name=name)
