@@ -33,7 +33,7 @@ from .keyframes import (
     pose_in_move_space,
     write_camera_samples,
 )
-from .object_ids import GEOMETRY_TYPES
+from .object_ids import GEOMETRY_TYPES, deforming_armature
 from .shots import ShotOperator, capture_start_pose, shot_at
 
 
@@ -48,7 +48,11 @@ def shot_adjustments(shot) -> LocalAdjustments:
 
 def subject_parts(subject) -> list:
     """What the camera frames of a subject: the object and, for a rig or an empty, the meshes it carries or
-    deforms (an imported character is an armature with its meshes parented or skinned to it)."""
+    deforms (an imported character is an armature with its meshes parented or skinned to it); for one mesh of a
+    skinned character (its body, say), the whole character, as the ID pass shows it (``object_ids.object_units``)."""
+    rig = deforming_armature(subject)
+    if rig is not None:
+        return subject_parts(rig)
     parts = [subject] if subject.type in GEOMETRY_TYPES else []
     for obj in bpy.data.objects:
         if obj is subject or obj.type not in GEOMETRY_TYPES:

@@ -99,3 +99,19 @@ def test_a_linked_character_takes_the_reference_bound_to_the_empty_it_arrives_as
     for name in ("Key", "Camera"):
         with pytest.raises(RuntimeError, match=f"{name} .* renders nothing itself: bind the reference to the"):
             bpy.ops.cinepregen.bind_reference(filepath=str(REFERENCE), object_name=name)
+
+
+def test_framing_one_mesh_of_a_character_frames_the_whole_character():
+    """The artist picks the body as the shot's subject: Frame Subject frames the farmer head to feet, as it does
+    when the rig is the subject."""
+    from cinepregen_addon import moves, shots
+
+    scene, rig = farmer_scene()
+    poses = []
+    for subject in (rig, bpy.data.objects["Farmer_Body"]):
+        shot = shots.add_shot(scene, f"On {subject.name}", length=2)
+        shot.frame_start, shot.frame_end = 1, 2  # the same pose of the character for both
+        shot.subject, shot.shot_size, shot.camera_angle = subject, "FS", "EYE_LEVEL"
+        poses.append(moves.frame_shot_subject(scene, shot))
+    np.testing.assert_allclose(poses[1].location, poses[0].location, atol=1e-6)
+    np.testing.assert_allclose(poses[1].rotation_euler, poses[0].rotation_euler, atol=1e-6)
