@@ -109,6 +109,17 @@ def deforming_armature(obj):
     return None
 
 
+def reference_holder(obj):
+    """Where a reference bound through ``obj`` is kept: for a mesh of a skinned character, its armature (a character
+    has one reference, whichever of its meshes the artist clicked), else the object itself."""
+    return deforming_armature(obj) or obj
+
+
+def deformed_meshes(rig) -> list:
+    """The objects ``rig`` deforms (a character's body, head, clothes)."""
+    return [obj for obj in bpy.data.objects if deforming_armature(obj) is rig]
+
+
 def object_units(objects) -> dict[str, tuple]:
     """The objects as the ID pass tells them apart: ``{name_full: (named_by, parts)}``. A rigged character whose
     armature deforms several meshes (as glTF and FBX characters arrive: body, head, clothes) is one unit named by its

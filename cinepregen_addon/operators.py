@@ -9,7 +9,7 @@ import bpy
 from bpy.props import BoolProperty, StringProperty
 
 from . import moves, render_passes, shots
-from .object_ids import object_named, reference_problem
+from .object_ids import deformed_meshes, object_named, reference_holder, reference_problem
 from .shots import ShotOperator, shot_at
 
 
@@ -81,6 +81,7 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
         if problem:
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
+        picked, obj = obj, reference_holder(obj)
         if obj.library is not None:  # Blender would take the binding and drop it when the file is reopened
             self.report({"ERROR"}, f"{obj.name} is linked from {Path(obj.library.filepath).name}, so a reference "
                                    "bound to it is not saved; make it editable (Object > Library Override > Make)")
@@ -95,7 +96,11 @@ class CINEPREGEN_OT_bind_reference(bpy.types.Operator):
             return {"CANCELLED"}
         # relative to the saved .blend where possible, so the file and its images move together
         obj.cinepregen_reference = bpy.path.relpath(self.filepath) if bpy.data.filepath else self.filepath
-        self.report({"INFO"}, f"{obj.name}: reference {Path(self.filepath).name}")
+        for part in deformed_meshes(obj):  # the character's one reference replaces any its meshes had
+            if part.library is None and part.cinepregen_reference:
+                part.cinepregen_reference = ""
+        whose = f" (the character {obj.name}, of which {picked.name} is a part)" if picked is not obj else ""
+        self.report({"INFO"}, f"{obj.name}: reference {Path(self.filepath).name}{whose}")
         return {"FINISHED"}
 
 
@@ -113,7 +118,10 @@ class CINEPREGEN_OT_clear_reference(bpy.types.Operator):
         if obj is None:
             self.report({"ERROR"}, "no object to clear")
             return {"CANCELLED"}
-        obj.cinepregen_reference = ""
+        holder = reference_holder(obj)
+        for bound in [holder, *deformed_meshes(holder)]:  # a character's: on its rig and any left on its meshes
+            if bound.library is None:
+                bound.cinepregen_reference = ""
         return {"FINISHED"}
 
 

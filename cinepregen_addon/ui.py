@@ -14,7 +14,7 @@ from .core.camera_moves import PARAM_SPECS, SHAKE_SPECS
 from .core.model_choice import frame_note
 from .move_properties import shown_parameters
 from .moves import shot_adjustments
-from .object_ids import deforming_armature
+from .object_ids import reference_holder
 from .preferences import backend_settings
 from .shots import chosen_model
 
@@ -246,11 +246,10 @@ class CINEPREGEN_PT_references(_Panel, bpy.types.Panel):
         obj = context.active_object
         if obj is not None and obj.type != "CAMERA":
             layout.label(text=obj.name, icon="OBJECT_DATA")
-            rig = deforming_armature(obj)
-            if rig is not None:  # its character's meshes render as one object, which its rig names
-                layout.label(text=f"Part of {rig.name}: a reference here or on {rig.name} is the character's",
-                             icon="ARMATURE_DATA")
-            layout.prop(obj, "cinepregen_reference", text="")
+            holder = reference_holder(obj)
+            if holder is not obj:  # a character's meshes render as one object, whose reference its rig keeps
+                layout.label(text=f"Part of {holder.name}: its reference is the character's", icon="ARMATURE_DATA")
+            layout.prop(holder, "cinepregen_reference", text="")
             row = layout.row(align=True)
             row.operator("cinepregen.bind_reference", icon="IMAGE_DATA")
             row.operator("cinepregen.clear_reference", icon="X")

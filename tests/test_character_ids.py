@@ -115,3 +115,23 @@ def test_framing_one_mesh_of_a_character_frames_the_whole_character():
         poses.append(moves.frame_shot_subject(scene, shot))
     np.testing.assert_allclose(poses[1].location, poses[0].location, atol=1e-6)
     np.testing.assert_allclose(poses[1].rotation_euler, poses[0].rotation_euler, atol=1e-6)
+
+
+def test_binding_through_any_mesh_of_a_character_sets_the_characters_one_reference(tmp_path):
+    """Bound through the head, then through the body: the character wears the latest picture, kept on its rig;
+    a picture left on one of its meshes (a file from before) gives way; clearing through a foot clears it all."""
+    scene, rig = farmer_scene()
+    other = REFERENCE.with_name("robot.png")
+    bpy.data.objects["Farmer_Pants"].cinepregen_reference = str(other)
+    for part, picture in (("Farmer_Head", REFERENCE), ("Farmer_Body", other)):
+        assert bpy.ops.cinepregen.bind_reference(filepath=str(picture), object_name=part) == {"FINISHED"}
+        assert rig.cinepregen_reference == str(picture)
+        assert not any(bpy.data.objects[p].cinepregen_reference
+                       for p in ("Farmer_Body", "Farmer_Feet", "Farmer_Head", "Farmer_Pants"))
+    bundle = rendered(scene, tmp_path)
+    from backend.bundle_io import read_reference_image
+
+    [image] = bundle.reference_images.values()
+    np.testing.assert_array_equal(image, read_reference_image(other))
+    assert bpy.ops.cinepregen.clear_reference(object_name="Farmer_Feet") == {"FINISHED"}
+    assert rig.cinepregen_reference == ""
