@@ -33,7 +33,7 @@ from .keyframes import (
     pose_in_move_space,
     write_camera_samples,
 )
-from .object_ids import GEOMETRY_TYPES, deforming_armature
+from .object_ids import GEOMETRY_TYPES, deforming_armature, instanced_collection
 from .shots import ShotOperator, capture_start_pose, shot_at
 
 
@@ -75,8 +75,8 @@ def subject_box(subject, parts: list | None = None) -> np.ndarray:
         evaluated = part.evaluated_get(depsgraph)
         if part.type in GEOMETRY_TYPES:
             corners += [tuple(evaluated.matrix_world @ Vector(c)) for c in evaluated.bound_box]
-        elif part.instance_type == "COLLECTION" and part.instance_collection is not None:
-            corners += instanced_corners(evaluated.matrix_world, part.instance_collection)
+        elif instanced_collection(part) is not None:
+            corners += instanced_corners(evaluated.matrix_world, instanced_collection(part))
         else:
             corners.append(tuple(evaluated.matrix_world.translation))
     return np.array(corners, dtype=np.float64)
@@ -90,8 +90,8 @@ def instanced_corners(matrix_world, collection, depth: int = 0) -> list[tuple[fl
     for obj in collection.all_objects:
         if obj.type in GEOMETRY_TYPES:
             corners += [tuple(placed @ obj.matrix_world @ Vector(c)) for c in obj.bound_box]
-        elif obj.instance_type == "COLLECTION" and obj.instance_collection is not None and depth < 8:
-            corners += instanced_corners(placed @ obj.matrix_world, obj.instance_collection, depth + 1)
+        elif instanced_collection(obj) is not None and depth < 8:
+            corners += instanced_corners(placed @ obj.matrix_world, instanced_collection(obj), depth + 1)
     return corners
 
 

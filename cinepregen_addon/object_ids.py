@@ -26,6 +26,11 @@ def object_named(objects, name: str):
     return objects.get(name) or next((o for o in objects if o.name_full == name), None)
 
 
+def instanced_collection(obj):
+    """The collection ``obj`` instances (an empty a linked character or prop arrives as), or None."""
+    return obj.instance_collection if obj.instance_type == "COLLECTION" else None
+
+
 def _renderable_objects(objects, seen: set[str], shapes: dict) -> list:
     """Geometry objects that render, including those a collection instance brings in (they render with their own
     index). Objects hidden from the render and bone display shapes (``shapes``: the helper meshes armatures, and the
@@ -38,8 +43,8 @@ def _renderable_objects(objects, seen: set[str], shapes: dict) -> list:
         if obj.type in GEOMETRY_TYPES and (not obj.hide_render or _animated(obj, "hide_render")) \
                 and obj.name_full not in shapes:
             found.append(obj)
-        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
-            found += _renderable_objects(obj.instance_collection.all_objects, seen, shapes)
+        if instanced_collection(obj) is not None:
+            found += _renderable_objects(instanced_collection(obj).all_objects, seen, shapes)
     return found
 
 
@@ -148,21 +153,19 @@ def instanced_by(scene) -> dict[str, object]:
     def walk(collection, empty, depth: int = 0) -> None:
         for obj in collection.all_objects:
             found.setdefault(obj.name_full, empty)
-            if obj.instance_type == "COLLECTION" and obj.instance_collection is not None and depth < 16:
-                walk(obj.instance_collection, empty, depth + 1)
+            if instanced_collection(obj) is not None and depth < 16:
+                walk(instanced_collection(obj), empty, depth + 1)
 
     for obj in scene.objects:
-        if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
-            walk(obj.instance_collection, obj)
+        if instanced_collection(obj) is not None:
+            walk(instanced_collection(obj), obj)
     return found
 
 
 def reference_problem(obj) -> str | None:
     """Why a reference bound to ``obj`` would dress nothing (None: it would): only what renders, a character's
     armature and a collection instance hold references (``render_passes.unit_reference``)."""
-    if obj.type in GEOMETRY_TYPES or obj.type == "ARMATURE":
-        return None
-    if obj.instance_type == "COLLECTION" and obj.instance_collection is not None:
+    if obj.type in GEOMETRY_TYPES or obj.type == "ARMATURE" or instanced_collection(obj) is not None:
         return None
     return (f"{obj.name} ({obj.type.lower()}) renders nothing itself: bind the reference to the character or prop "
             "(its mesh, its armature, or the collection instance that brings it in)")
